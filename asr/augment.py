@@ -1,0 +1,95 @@
+"""Training-time augmentation: speed perturbation, noise mixing, SpecAugment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from asr.audio import SAMPLE_RATE, load_audio, resample
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Which augmentations training applies; all off by default."""
+
+    speeds: tuple[float, ...] = ()  # e.g. (0.9, 1.0, 1.1)
+    noise_prob: float = 0.0  # chance an utterance gets noise
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    noise_dir: str | None = None  # recordings of noise; coloured synthetic noise when None
+    freq_masks: int = 0  # SpecAugment masks per utterance
+    freq_width: int = 15  # mel bins
+    time_masks: int = 0
+    time_width: float = 0.05  # the most of an utterance one time mask covers
+
+
+def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
+    """Play `factor` times faster (tempo and pitch together, as Kaldi's speed perturbation)."""
+    return resample(audio, round(SAMPLE_RATE * factor), SAMPLE_RATE)
+
+
+def coloured_noise(length: int, rng: np.random.Generator) -> np.ndarray:
+    """White, pink or brown noise: a random spectral slope of 0, -3 or -6 dB per octave."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    freqs = np.maximum(np.fft.rfftfreq(length), 1.0 / length)
+    spectrum /= freqs ** rng.choice([0.0, 0.5, 1.0])
+    noise = np.fft.irfft(spectrum, n=length)
+    return (noise / (np.std(noise) + 1e-9)).astype(np.float32)
+
+
+def mix_at_snr(audio: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """Add `noise` (looped or cut to length) at the given signal-to-noise ratio."""
+    noise = np.resize(noise, audio.shape)
+    signal_power = float(np.mean(audio**2)) + 1e-10
+    noise_power = float(np.mean(noise**2)) + 1e-10
+    scale = np.sqrt(signal_power / (noise_power * 10 ** (snr_db / 10)))
+    mixed = audio + scale * noise
+    peak = np.abs(mixed).max()
+    return (mixed / peak * 0.99 if peak > 1 else mixed).astype(np.float32)
+
+
+class WaveformAugmenter:
+    """Applies speed perturbation and noise to one utterance, from a given random generator."""
+
+    def __init__(self, config: AugmentConfig) -> None:
+        self.config = config
+        self.noise_files = (sorted(p for p in Path(config.noise_dir).rglob("*")
+                                   if p.suffix.lower() in AUDIO_SUFFIXES)
+                            if config.noise_dir else [])
+        if config.noise_dir and not self.noise_files:
+            raise FileNotFoundError(f"no audio files under noise folder {config.noise_dir}")
+
+    def __call__(self, audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.config.speeds:
+            factor = float(rng.choice(self.config.speeds))
+            if factor != 1.0:
+                audio = speed_perturb(audio, factor)
+        if rng.random() < self.config.noise_prob:
+            noise = (load_audio(self.noise_files[rng.integers(len(self.noise_files))])
+                     if self.noise_files else coloured_noise(len(audio), rng))
+            audio = mix_at_snr(audio, noise, rng.uniform(*self.config.snr_db))
+        return audio
+
+
+def spec_augment(frames: Tensor, lengths: Tensor, config: AugmentConfig, fill: Tensor,
+                 generator: torch.Generator) -> Tensor:
+    """Mask random mel bands and time spans of `[B, T, F]` frames with `fill` (the mean)."""
+    frames = frames.clone()
+    batch, _, n_mels = frames.shape
+    for b in range(batch):
+        for _ in range(config.freq_masks):
+            width = int(torch.randint(0, config.freq_width + 1, (1,), generator=generator))
+            start = int(torch.randint(0, max(1, n_mels - width), (1,), generator=generator))
+            frames[b, :, start:start + width] = fill[start:start + width]
+        length = int(lengths[b])
+        for _ in range(config.time_masks):
+            width = int(torch.randint(0, int(length * config.time_width) + 1, (1,),
+                                      generator=generator))
+            start = int(torch.randint(0, max(1, length - width), (1,), generator=generator))
+            frames[b, start:start + width] = fill
+    return frames

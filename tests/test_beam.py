@@ -1,0 +1,150 @@
+"""Beam search with and without a (hand-written, tiny) KenLM word LM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asr.beam import BeamSearchDecoder, ctc_collapse
+from asr.decode import greedy_decode
+from asr.text import Vocabulary
+
+VOCAB = Vocabulary()
+FRAME = 0.04
+
+# log10 probabilities; "tha" is a word, but a very unlikely one.
+ARPA = """\
+\\data\\
+ngram 1=8
+ngram 2=5
+
+\\1-grams:
+-1.5\t<unk>\t0
+-99\t<s>\t-0.3
+-1.0\t</s>\t0
+-0.7\tthe\t-0.3
+-5.0\ttha\t-0.3
+-1.2\tcat\t-0.3
+-1.2\tsat\t-0.3
+-1.5\tmat\t-0.3
+
+\\2-grams:
+-0.2\t<s> the
+-0.3\tthe cat
+-0.3\tcat sat
+-0.2\tsat </s>
+-0.5\tthe mat
+
+\\end\\
+"""
+WORDS = ["the", "tha", "cat", "sat", "mat"]
+
+
+@pytest.fixture
+def lm_path(tmp_path):
+    path = tmp_path / "lm.arpa"
+    path.write_text(ARPA)
+    (tmp_path / "lm.arpa.words.txt").write_text("\n".join(WORDS) + "\n")
+    return path
+
+
+def peaky(frames: str, sharpness: float = 8.0) -> np.ndarray:
+    """Log-softmax `[T, V]` with one clear winner per frame; '_' is the blank."""
+    logits = np.zeros((len(frames), len(VOCAB)), dtype=np.float32)
+    for t, c in enumerate(frames):
+        logits[t, VOCAB.blank_id if c == "_" else VOCAB.tokens.index(c)] = sharpness
+    return log_softmax(logits)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+def ambiguous_the_cat_sat() -> np.ndarray:
+    """'the cat sat' where the vowel of 'the' looks slightly more like an 'a'."""
+    frames = "__tt_h_?e__ _cc_aa_t_ __ss_a_tt__"
+    logits = np.zeros((len(frames), len(VOCAB)), dtype=np.float32)
+    for t, c in enumerate(frames.replace("?", "e")):
+        logits[t, VOCAB.blank_id if c == "_" else VOCAB.tokens.index(c)] = 8.0
+    vowel = frames.index("?")
+    logits[vowel : vowel + 2, VOCAB.tokens.index("a")] = 8.0  # 'a' wins both frames...
+    logits[vowel : vowel + 2, VOCAB.tokens.index("e")] = 7.6  # ...but only just
+    return log_softmax(logits)
+
+
+def test_greedy_picks_the_non_word():
+    assert greedy_decode(ambiguous_the_cat_sat(), VOCAB, FRAME).text == "tha cat sat"
+
+
+def test_lm_beam_fixes_the_word(lm_path):
+    decoder = BeamSearchDecoder(VOCAB, lm_path)
+    assert decoder.decode(ambiguous_the_cat_sat(), FRAME).text == "the cat sat"
+
+
+def test_without_lm_weight_the_acoustics_win(lm_path):
+    decoder = BeamSearchDecoder(VOCAB, lm_path, lm_weight=0.0)
+    assert decoder.decode(ambiguous_the_cat_sat(), FRAME).text == "tha cat sat"
+
+
+def test_lexicon_excludes_unknown_words(tmp_path, lm_path):
+    words = tmp_path / "no_tha.txt"
+    words.write_text("the\ncat\nsat\nmat\n")
+    decoder = BeamSearchDecoder(VOCAB, lm_path, words_path=words, lm_weight=0.0)
+    assert decoder.decode(ambiguous_the_cat_sat(), FRAME).text == "the cat sat"
+
+
+def test_word_times_in_seconds(lm_path):
+    log_probs = peaky("__tt_h_ee__ _cc_aa_t_ __ss_a_tt__")
+    transcript = BeamSearchDecoder(VOCAB, lm_path).decode(log_probs, FRAME, offset=10.0)
+    assert [w.word for w in transcript.words] == ["the", "cat", "sat"]
+    assert [(w.start, w.end) for w in transcript.words] == pytest.approx(
+        [(10.08, 10.32), (10.52, 10.80), (10.96, 11.20)])
+    times = [t for w in transcript.words for t in (w.start, w.end)]
+    assert times == sorted(times)
+    assert transcript == greedy_decode(log_probs, VOCAB, FRAME, offset=10.0)
+
+
+def test_lm_beam_finishes_the_last_word_without_trailing_space(lm_path):
+    transcript = BeamSearchDecoder(VOCAB, lm_path).decode(peaky("_cc_aa_t_ _ss_a_t"), FRAME)
+    assert transcript.text == "cat sat"
+    assert transcript.words[-1].end == pytest.approx(17 * FRAME)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_lm_beam_equals_greedy_on_peaky_input(seed):
+    rng = np.random.default_rng(seed)
+    letters = list(" 'abcdefghijklmnopqrstuvwxyz")
+    frames = []
+    for _ in range(40):
+        token = rng.choice(["_", *letters])
+        frames.append(token * int(rng.integers(1, 4)))
+    log_probs = peaky("".join(frames))
+    expected = greedy_decode(log_probs, VOCAB, FRAME, offset=1.5)
+    assert BeamSearchDecoder(VOCAB, beam_size=8).decode(log_probs, FRAME, 1.5) == expected
+
+
+def test_no_lm_repeated_letters_need_a_blank():
+    decoder = BeamSearchDecoder(VOCAB)
+    assert decoder.decode(peaky("_l_ll_ll__o"), FRAME).text == "lllo"
+    assert decoder.decode(peaky("  hi  "), FRAME).text == "hi"
+    assert decoder.decode(np.zeros((0, len(VOCAB)), np.float32), FRAME).text == ""
+
+
+def test_ctc_collapse():
+    assert ctc_collapse([0, 5, 5, 0, 5, 1, 1, 0], blank_id=0) == [(5, 1), (5, 4), (1, 5)]
+
+
+def test_missing_lm_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="language model not found"):
+        BeamSearchDecoder(VOCAB, tmp_path / "missing.bin")
+
+
+def test_missing_word_list_raises(tmp_path, lm_path):
+    with pytest.raises(FileNotFoundError, match="word list not found"):
+        BeamSearchDecoder(VOCAB, lm_path, words_path=tmp_path / "missing.txt")
+
+
+def test_wrong_width_raises():
+    with pytest.raises(ValueError, match="shape"):
+        BeamSearchDecoder(VOCAB).decode(np.zeros((3, 5), np.float32), FRAME)
