@@ -79,11 +79,46 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="export a unidirectional model to streaming ONNX (fp32 and int8)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Write DIR/model.onnx and DIR/model.int8.onnx: raw 16 kHz audio in, CTC "
+        "log-probabilities out, LSTM and frontend state as explicit inputs/outputs, vocabulary "
+        "and settings in the metadata. Checks chunked-ONNX against PyTorch afterwards.")
+    p.add_argument("checkpoint", help="a unidirectional model file (asr train --unidirectional)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--chunk-ms", type=int, default=160, help="recommended chunk, in metadata")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 copy")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from asr.checkpoint import load_model
+    from export.onnx_export import export_onnx
+    from export.parity import max_abs_diff, onnx_session, pad_to_steps, run_chunks, torch_log_probs
+
+    model = load_model(args.checkpoint)
+    paths = export_onnx(model, args.out, chunk_ms=args.chunk_ms, int8=not args.no_int8)
+    audio = pad_to_steps(np.random.default_rng(0).uniform(-0.3, 0.3, 48000), model)
+    reference = torch_log_probs(model, audio)
+    hop = model.features.hop_length
+    for path in paths:
+        diff = max_abs_diff(run_chunks(onnx_session(path), audio, [hop, 7 * hop, 25 * hop]),
+                            reference)
+        print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, chunked vs PyTorch max |diff| "
+              f"{diff:.2e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_train(sub)
+    _add_export(sub)
     return parser
 
 

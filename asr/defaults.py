@@ -1,0 +1,9 @@
+"""Where the bundled default models live (importing this loads no torch)."""
+
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+OFFLINE_MODEL = ASSETS / "offline.pt"
+STREAMING_MODEL = ASSETS / "streaming" / "model.onnx"
+STREAMING_MODEL_INT8 = ASSETS / "streaming" / "model.int8.onnx"
+LANGUAGE_MODEL = ASSETS / "lm.bin"

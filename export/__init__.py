@@ -1,0 +1,1 @@
+"""ONNX export of the streaming model, int8 quantisation and parity checks."""
