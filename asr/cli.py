@@ -6,6 +6,149 @@ import argparse
 import sys
 
 from asr import __version__
+from asr.defaults import LANGUAGE_MODEL, OFFLINE_MODEL, STREAMING_MODEL, STREAMING_MODEL_INT8
+
+FORMAT_CHOICES = ("text", "json", "jsonl", "srt", "vtt")
+
+
+def _add_decoding_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and decoding")
+    g.add_argument("--model", help=f"model file (default: the bundled {OFFLINE_MODEL.name}; with "
+                   "--streaming the bundled streaming ONNX model)")
+    g.add_argument("--streaming", action="store_true",
+                   help="run the streaming (unidirectional ONNX) engine instead")
+    g.add_argument("--int8", action="store_true", help="with --streaming: the int8 model")
+    g.add_argument("--lm", help="KenLM word n-gram (binary or ARPA, with LM.words.txt beside it) "
+                   "for beam search; 'none' for greedy decoding"
+                   + (f" (default: the bundled {LANGUAGE_MODEL.name})" if LANGUAGE_MODEL.is_file()
+                      else " (default: greedy)"))
+    g.add_argument("--beam-size", type=int, default=32)
+    g.add_argument("--lm-weight", type=float, default=0.8)
+    g.add_argument("--word-score", type=float, default=1.0)
+    g.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+
+
+def _lm_path(args: argparse.Namespace) -> str | None:
+    if args.lm is None:
+        return str(LANGUAGE_MODEL) if LANGUAGE_MODEL.is_file() else None
+    return None if args.lm.lower() == "none" else args.lm
+
+
+def _engine(args: argparse.Namespace):
+    """A callable `(path, audio) -> FileResult` for the chosen recogniser, and its name."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.streaming:
+        from streaming.engine import StreamingRecognizer
+
+        model = args.model or (STREAMING_MODEL_INT8 if args.int8 else STREAMING_MODEL)
+        return StreamingRecognizer(model, threads=args.threads or 1)
+    from asr.transcribe import Recognizer
+
+    return Recognizer(args.model or OFFLINE_MODEL, _lm_path(args), beam_size=args.beam_size,
+                      lm_weight=args.lm_weight, word_score=args.word_score)
+
+
+def _add_transcribe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "transcribe", help="transcribe audio files",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Transcribe recordings (wav, flac, ogg/opus, mp3, ...; any rate and channel "
+        "count). The model is loaded once and files are batched. A file that cannot be read is "
+        "reported on stderr, the others are still transcribed, and the exit status is 1.",
+        epilog="examples:\n  asr transcribe talk.wav\n  asr transcribe *.flac --format jsonl"
+        "\n  asr transcribe film.mp3 --format srt > film.srt\n"
+        "  asr transcribe call.wav --streaming --int8")
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("--format", choices=FORMAT_CHOICES, default="text",
+                   help="text: the transcript (path<TAB>text for several files); json/jsonl: "
+                   "path, text, duration and words with start/end seconds; srt/vtt: subtitles")
+    p.add_argument("--output-dir", help="write FILE_STEM.FORMAT per input here instead of stdout "
+                   "(needed for srt/vtt with several files)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _add_decoding_options(p)
+    p.set_defaults(run=_run_transcribe)
+
+
+def _run_transcribe(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from asr.formats import render
+    from asr.transcribe import FileError, FileResult
+
+    several = len(args.files) > 1
+    if several and args.format in ("srt", "vtt") and not args.output_dir:
+        print(f"asr transcribe: --format {args.format} with several files needs --output-dir",
+              file=sys.stderr)
+        return 2
+    engine = _engine(args)
+    bar = tqdm(total=len(args.files), unit="file", disable=args.no_progress or not several,
+               file=sys.stderr)
+    failed, collected = 0, []
+    for item in engine.transcribe_files(args.files, on_file=bar.update):
+        if isinstance(item, FileError):
+            failed += 1
+            bar.write(f"asr transcribe: {item.message}", file=sys.stderr)
+            continue
+        assert isinstance(item, FileResult)
+        if args.format == "json":
+            collected.append(item.to_dict())
+        elif args.output_dir:
+            out = Path(args.output_dir) / f"{Path(item.path).stem}.{args.format}"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(render(item, args.format, several=False))
+        else:
+            sys.stdout.write(render(item, args.format, several))
+            sys.stdout.flush()
+    bar.close()
+    if args.format == "json":
+        import json
+
+        text = json.dumps(collected, indent=2) + "\n"
+        if args.output_dir:
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(args.output_dir) / "transcripts.json").write_text(text)
+        else:
+            sys.stdout.write(text)
+    if failed:
+        print(f"asr transcribe: {failed} of {len(args.files)} file(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="word/character error rate and real-time factor on a test set",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Transcribe every utterance of the corpora (manifest .jsonl, LibriSpeech "
+        "folder or Common Voice .tsv) and print WER, CER and the real-time factor (processing "
+        "time over audio duration; audio decoding not counted).")
+    p.add_argument("corpora", nargs="+")
+    p.add_argument("--limit", type=int, default=0, help="only the first N utterances")
+    p.add_argument("--output", help="write reference/hypothesis pairs here as JSON lines")
+    _add_decoding_options(p)
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from asr.corpora import read_corpus
+    from asr.evaluate import evaluate
+
+    utterances = [u for path in args.corpora for u in read_corpus(path)]
+    if args.limit:
+        utterances = utterances[: args.limit]
+    report = evaluate(_engine(args), utterances)
+    print(report.summary())
+    if args.output:
+        with open(args.output, "w") as f:
+            for pair in report.pairs:
+                f.write(json.dumps(pair) + "\n")
+    return 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +194,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     g.add_argument("--max-minutes", type=float, default=0.0,
                    help="save and stop after this many minutes (0: no limit)")
+    g.add_argument("--max-steps", type=int, default=0,
+                   help="save and stop after this many steps (0: no limit)")
     g.add_argument("--save-minutes", type=float, default=5.0, help="checkpoint interval")
     p.set_defaults(run=_run_train)
 
@@ -71,6 +216,7 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_seconds=args.batch_seconds, max_duration=args.max_duration,
         lr=args.lr, warmup_steps=args.warmup_steps, clip=args.clip, seed=args.seed,
         workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
+        max_steps=args.max_steps,
         save_minutes=args.save_minutes, init=args.init)
     progress = train(config, resume=args.resume)
     if progress.epoch < config.epochs:
@@ -117,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_transcribe(sub)
+    _add_evaluate(sub)
     _add_train(sub)
     _add_export(sub)
     return parser

@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -56,6 +57,7 @@ class TrainConfig:
     workers: int = 2
     threads: int = 0  # torch CPU threads; 0 = torch's default
     max_minutes: float = 0.0  # stop (resumably) after this long; 0 = no limit
+    max_steps: int = 0  # stop (resumably) after this many steps of this run; 0 = no limit
     save_minutes: float = 5.0
     stats_utterances: int = 500
     log_every: int = 25
@@ -99,6 +101,14 @@ class _Run:
     def main(self) -> bool:
         return self.rank == 0
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank if `flag` is true on any rank."""
+        if self.world == 1:
+            return flag
+        value = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
@@ -141,7 +151,8 @@ def evaluate(model: CTCModel, utterances: list[Utterance], batch_seconds: float,
     model.eval()
     dataset = SpeechDataset(utterances, model.vocab)
     sampler = BucketBatchSampler([u.duration for u in utterances], batch_seconds, shuffle=False)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0,
+                        generator=torch.Generator())
     rates, loss_sum = ErrorRates(), 0.0
     for indices, (audio, audio_lengths, targets, target_lengths) in zip(sampler, loader,
                                                                         strict=True):
@@ -166,12 +177,21 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 class _StopFlag:
-    """Turns SIGTERM/SIGINT into a request to save and stop at the next step."""
+    """Within `with`, SIGTERM/SIGINT become a request to save and stop at the next step."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopFlag:
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
         self.requested = True
@@ -191,7 +211,8 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
         checkpoint = torch.load(out / LAST, map_location="cpu", weights_only=False)
         saved = TrainConfig.from_dict(checkpoint["config"])
         config = replace(saved, epochs=config.epochs, max_minutes=config.max_minutes,
-                         workers=config.workers, threads=config.threads)
+                         max_steps=config.max_steps, workers=config.workers,
+                         threads=config.threads)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -247,15 +268,29 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
               f"dev {total_hours(dev_set):.2f} h ({len(dev_set)}), "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
               f"device {run.device}, {run.world} process(es)", file=sys.stderr)
+    with _StopFlag() as stop:
+        _loop(config, run, model, net, dataset, sampler, dev_set, optimizer, scheduler, progress,
+              stop, save)
+    run.close()
+    return progress
+
+
+def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
+          dataset: SpeechDataset, sampler: BucketBatchSampler, dev_set: list[Utterance],
+          optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+          progress: Progress, stop: _StopFlag, save: Callable[[], None]) -> None:
+    """Epochs and steps until done or asked to stop; `progress` is updated in place."""
+    out = Path(config.out_dir)
     use_amp = run.device.type == "cuda"
-    stop = _StopFlag()
     started = last_save = time.monotonic()
-    seconds_before = progress.seconds
+    seconds_before, steps_before = progress.seconds, progress.step
     while progress.epoch < config.epochs:
         dataset.set_epoch(progress.epoch)
         sampler.set_epoch(progress.epoch, skip=progress.batch)
+        # the loader's own generator keeps the global RNG (dropout) exact across resumes
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                            num_workers=config.workers, pin_memory=use_amp)
+                            num_workers=config.workers, pin_memory=use_amp,
+                            generator=torch.Generator().manual_seed(config.seed))
         bar = tqdm(total=len(sampler), initial=progress.batch, disable=not run.main,
                    desc=f"epoch {progress.epoch + 1}/{config.epochs}", unit="batch",
                    dynamic_ncols=True)
@@ -289,11 +324,11 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
                     "seconds": round(progress.seconds, 1)})
             out_of_time = (config.max_minutes > 0
                            and time.monotonic() - started > config.max_minutes * 60)
-            if out_of_time or stop.requested:
+            out_of_steps = config.max_steps > 0 and progress.step - steps_before >= config.max_steps
+            if run.any(out_of_time or out_of_steps or stop.requested):
                 bar.close()
                 save()
-                run.close()
-                return progress
+                return
             if time.monotonic() - last_save > config.save_minutes * 60:
                 save()
                 last_save = time.monotonic()
@@ -311,10 +346,8 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
             if rates.wer < progress.best_wer:
                 progress.best_wer = rates.wer
                 save_model(model, out / BEST, epoch=progress.epoch, dev_wer=rates.wer,
-                           dev_cer=rates.cer, hours=total_hours(train_set))
+                           dev_cer=rates.cer, hours=total_hours(dataset.utterances))
         save()
         last_save = time.monotonic()
         run.barrier()
-    run.close()
-    return progress
 

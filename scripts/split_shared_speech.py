@@ -14,7 +14,7 @@ from pathlib import Path
 
 from asr.corpora import read_manifest, split_by_speaker, total_hours, write_manifest
 
-SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech" / "manifest.jsonl"
+SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared/data/speech/manifest.jsonl"
 
 
 def main() -> None:

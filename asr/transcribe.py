@@ -1,0 +1,141 @@
+"""Offline recognition of recordings and files with a bidirectional (or any) model file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr.audio import SAMPLE_RATE, AudioError, load_audio
+from asr.checkpoint import load_model
+from asr.decode import Transcript, Word, greedy_decode
+from asr.defaults import OFFLINE_MODEL
+
+MAX_SEGMENT_SECONDS = 20.0  # longer audio is cut at its quietest point before this
+SPLIT_SEARCH_SECONDS = 5.0  # how far back from the limit a cut may go
+
+
+@dataclass
+class FileResult:
+    path: str  # as given
+    text: str
+    duration: float
+    words: list[Word] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "text": self.text, "duration": round(self.duration, 3),
+                "words": [{"word": w.word, "start": w.start, "end": w.end} for w in self.words]}
+
+
+@dataclass
+class FileError:
+    path: str
+    message: str
+
+
+def split_points(audio: np.ndarray, max_seconds: float = MAX_SEGMENT_SECONDS,
+                 sample_rate: int = SAMPLE_RATE) -> list[int]:
+    """Sample offsets where long audio is cut: the quietest 10 ms in the last
+    `SPLIT_SEARCH_SECONDS` before each `max_seconds` limit."""
+    window, limit = sample_rate // 100, int(max_seconds * sample_rate)
+    search = int(SPLIT_SEARCH_SECONDS * sample_rate)
+    starts = [0]
+    while len(audio) - starts[-1] > limit:
+        begin = starts[-1] + limit - search
+        region = audio[begin : starts[-1] + limit]
+        energy = (region[: len(region) // window * window].reshape(-1, window) ** 2).sum(1)
+        starts.append(begin + int(energy.argmin()) * window)
+    return starts
+
+
+class Recognizer:
+    """Loads a model once and transcribes many recordings, batched by length.
+
+    Greedy CTC decoding, or beam search with a KenLM word n-gram when `lm` is given.
+    """
+
+    def __init__(self, model: str | Path = OFFLINE_MODEL, lm: str | Path | None = None,
+                 beam_size: int = 32, lm_weight: float = 0.8, word_score: float = 1.0,
+                 device: str | None = None, batch_seconds: float = 120.0) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = load_model(model, self.device)
+        self.batch_seconds = batch_seconds
+        self.beam = None
+        if lm is not None:
+            from asr.beam import BeamSearchDecoder
+
+            self.beam = BeamSearchDecoder(self.model.vocab, lm, beam_size=beam_size,
+                                          lm_weight=lm_weight, word_score=word_score)
+
+    def _decode(self, log_probs: np.ndarray, offset: float) -> Transcript:
+        if self.beam is not None:
+            return self.beam.decode(log_probs, self.model.frame_seconds, offset)
+        return greedy_decode(log_probs, self.model.vocab, self.model.frame_seconds, offset)
+
+    @torch.no_grad()
+    def transcribe_many(self, recordings: list[np.ndarray]) -> list[Transcript]:
+        """Transcripts of 16 kHz mono recordings; long ones are cut into segments."""
+        segments = []  # (recording index, start sample, samples)
+        for index, audio in enumerate(recordings):
+            cuts = [*split_points(audio), len(audio)]
+            segments += [(index, a, audio[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+        segments.sort(key=lambda s: len(s[2]))
+        pieces: dict[int, list[tuple[int, Transcript]]] = {i: [] for i in range(len(recordings))}
+        batch: list[tuple[int, int, np.ndarray]] = []
+        for segment in [*segments, None]:
+            full = batch and (segment is None or len(segment[2]) * (len(batch) + 1)
+                              > self.batch_seconds * SAMPLE_RATE)
+            if full:
+                for (index, start, _), transcript in zip(batch, self._run(batch), strict=True):
+                    pieces[index].append((start, transcript))
+                batch = []
+            if segment is not None:
+                batch.append(segment)
+        return [_join(sorted(pieces[i], key=lambda p: p[0])) for i in range(len(recordings))]
+
+    def _run(self, batch: list[tuple[int, int, np.ndarray]]) -> list[Transcript]:
+        lengths = torch.tensor([len(s) for _, _, s in batch])
+        audio = torch.zeros(len(batch), int(lengths.max()))
+        for row, (_, _, samples) in enumerate(batch):
+            audio[row, : len(samples)] = torch.from_numpy(samples)
+        log_probs, out_lengths = self.model.transcribe_audio(audio.to(self.device), lengths)
+        log_probs = log_probs.float().cpu().numpy()
+        return [self._decode(log_probs[row, : out_lengths[row]], start / SAMPLE_RATE)
+                for row, (_, start, _) in enumerate(batch)]
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        return self.transcribe_many([audio])[0]
+
+    def transcribe_files(self, paths: Iterable[str], files_per_batch: int = 16,
+                         on_file: Callable[[], None] | None = None,
+                         ) -> Iterator[FileResult | FileError]:
+        """Results in input order; an unreadable file yields a `FileError`, the rest go on."""
+        paths = list(paths)
+        for first in range(0, len(paths), files_per_batch):
+            group = paths[first : first + files_per_batch]
+            loaded: dict[str, np.ndarray | FileError] = {}
+            for path in group:
+                try:
+                    loaded[path] = load_audio(path)
+                except AudioError as error:
+                    loaded[path] = FileError(path, str(error))
+            good = [p for p in group if not isinstance(loaded[p], FileError)]
+            transcripts = dict(zip(good, self.transcribe_many([loaded[p] for p in good]),
+                                   strict=True))
+            for path in group:
+                item = loaded[path]
+                if isinstance(item, FileError):
+                    yield item
+                else:
+                    t = transcripts[path]
+                    yield FileResult(path, t.text, len(item) / SAMPLE_RATE, t.words)
+                if on_file:
+                    on_file()
+
+
+def _join(pieces: list[tuple[int, Transcript]]) -> Transcript:
+    words = [w for _, t in pieces for w in t.words]
+    return Transcript(" ".join(w.word for w in words), words)

@@ -1,0 +1,244 @@
+"""Streaming recognition with an exported ONNX model (`asr export`): audio in buffers of any
+size and sample rate, greedy partial results, endpointing. Needs numpy, onnxruntime and soxr
+only, no torch.
+
+Typical loop::
+
+    recognizer = StreamingRecognizer()
+    for buffer in microphone:
+        recognizer.accept_waveform(buffer, rate)
+        print(recognizer.partial_result().text)
+        if recognizer.is_endpoint():
+            print(recognizer.final_result())
+    print(recognizer.final_result())
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import soxr
+
+from asr.audio import load_audio, to_mono
+from asr.decode import Word, greedy_tokens, words_from_tokens
+from asr.defaults import STREAMING_MODEL
+from asr.text import Vocabulary
+from streaming.endpoint import EndpointConfig, EndpointDetector
+
+MODEL_TYPE = "lstm-ctc-streaming"  # metadata `model_type` of `asr export` models
+INT16_SCALE = 32768.0
+RESAMPLE_QUALITY = "HQ"  # as `asr.audio.resample`
+DEFAULT_ENDPOINT = EndpointConfig()
+STATE_PREFIX, NEXT_STATE_PREFIX = "state_", "next_state_"
+_ONNX_DTYPES = {"tensor(int64)": np.int64, "tensor(float)": np.float32}
+
+
+@dataclass
+class Result:
+    """The transcript of one utterance; all times in seconds from the start of the stream.
+
+    `start` and `end` span the recognised words; an empty result spans the utterance's audio
+    taken so far. No time lies past the audio taken.
+    """
+
+    text: str
+    words: list[Word]
+    start: float
+    end: float
+    is_final: bool
+
+
+@dataclass
+class _Utterance:
+    """Decoding state of the current utterance (reset at each endpoint)."""
+
+    origin: int  # stream samples before it (model rate)
+    state: dict[str, np.ndarray]  # ONNX state inputs
+    endpoint: EndpointDetector  # also counts the utterance's output frames
+    fed: int = 0  # real (not padding) samples passed to the model
+    log_probs: list[np.ndarray] = field(default_factory=list)  # `[t, V]` per chunk
+    tokens: list[tuple[int, int]] = field(default_factory=list)  # greedy (token, frame)
+    last_best: int = -1  # argmax of the last frame, to collapse repeats across chunks
+
+
+class StreamingRecognizer:
+    """Greedy CTC recognition of an audio stream, one utterance at a time.
+
+    Feed audio with `accept_waveform`; poll `partial_result` and `is_endpoint`; call
+    `final_result` at each endpoint (and at the end of the stream) to get the utterance's
+    transcript and start the next one.
+    """
+
+    def __init__(self, model: str | Path = STREAMING_MODEL,
+                 endpoint: EndpointConfig = DEFAULT_ENDPOINT, threads: int = 1,
+                 chunk_samples: int | None = None) -> None:
+        """`chunk_samples`: model-rate samples per ONNX run, a multiple of the hop (default:
+        the model's recommended chunk)."""
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no streaming model there; make one from a model trained with "
+                "`asr train --unidirectional` by `asr export CHECKPOINT --out DIR` and pass "
+                "DIR/model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(str(path), options,
+                                             providers=["CPUExecutionProvider"])
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if meta.get("model_type") != MODEL_TYPE:
+            raise ValueError(f"{path}: not a streaming model made by `asr export`")
+        self._vocab = Vocabulary(tuple(json.loads(meta["vocabulary"])))
+        self._blank_id = int(meta["blank_id"])
+        self._frame_seconds = float(meta["frame_seconds"])
+        self.sample_rate = int(meta["sample_rate"])
+        hop = int(meta["hop_samples"])
+        self._step_samples = hop * int(json.loads(meta["model_dims"])["stack"])
+        self.chunk_samples = (int(meta["recommended_chunk_samples"]) if chunk_samples is None
+                              else chunk_samples)
+        if self.chunk_samples <= 0 or self.chunk_samples % hop:
+            raise ValueError(f"chunk_samples must be a positive multiple of {hop}, "
+                             f"not {self.chunk_samples}")
+        self._endpoint_config = endpoint
+        self._zero_state = {i.name: np.zeros(i.shape, dtype=_ONNX_DTYPES[i.type])
+                            for i in self._session.get_inputs()
+                            if i.name.startswith(STATE_PREFIX)}
+        self._outputs = ["log_probs", *(NEXT_STATE_PREFIX + name[len(STATE_PREFIX):]
+                                        for name in self._zero_state)]
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything, the stream clock included."""
+        self._input_rate: float | None = None
+        self._resampler: soxr.ResampleStream | None = None
+        self._buffer = np.zeros(0, dtype=np.float32)  # model-rate samples short of a chunk
+        self._utterance = self._new_utterance(origin=0)
+
+    def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> None:
+        """Take the next buffer of the stream: float samples in [-1, 1] or int16, mono `[n]`
+        or `[n, channels]` (averaged), at any rate (resampled to the model's). Endpoints are
+        seen between calls, so keep buffers short (say 100 ms) to end utterances on time."""
+        if not sample_rate > 0:
+            raise ValueError(f"sample_rate must be positive, not {sample_rate}")
+        audio = _mono_float32(samples)
+        if sample_rate != self._input_rate:
+            self._flush_resampler()
+            self._input_rate = sample_rate
+            if sample_rate != self.sample_rate:
+                self._resampler = soxr.ResampleStream(sample_rate, self.sample_rate, 1,
+                                                      dtype="float32", quality=RESAMPLE_QUALITY)
+        if self._resampler is not None:
+            audio = self._resampler.resample_chunk(audio)
+        self._push(audio)
+
+    def partial_result(self) -> Result:
+        """The current utterance's greedy transcript so far."""
+        return self._result(is_final=False)
+
+    def is_endpoint(self) -> bool:
+        """Whether the current utterance has ended (see `EndpointConfig`)."""
+        return self._utterance.endpoint.is_endpoint
+
+    def final_result(self) -> Result:
+        """Finish the current utterance: decode the buffered audio, zero-padded to a whole LSTM
+        step, return its transcript and start a new utterance (the stream clock goes on)."""
+        self._flush_resampler()
+        utterance, real = self._utterance, len(self._buffer)
+        padding = -(utterance.fed + real) % self._step_samples
+        if real + padding:
+            self._decode(np.pad(self._buffer, (0, padding)), real)
+        result = self._result(is_final=True)
+        self._buffer = np.zeros(0, dtype=np.float32)
+        self._utterance = self._new_utterance(utterance.origin + utterance.fed)
+        return result
+
+    def transcribe_file(self, path: str | Path) -> list[Result]:
+        """Stream a whole file as a new stream in `chunk_samples` buffers; the non-empty final
+        results of its utterances."""
+        self.reset()
+        audio = load_audio(path, self.sample_rate)
+        results = []
+        for start in range(0, len(audio), self.chunk_samples):
+            self.accept_waveform(audio[start : start + self.chunk_samples], self.sample_rate)
+            if self.is_endpoint():
+                results.append(self.final_result())
+        results.append(self.final_result())
+        return [result for result in results if result.text]
+
+    def _new_utterance(self, origin: int) -> _Utterance:
+        detector = EndpointDetector(self._endpoint_config, self._frame_seconds, self._blank_id)
+        return _Utterance(origin, dict(self._zero_state), detector)
+
+    def _flush_resampler(self) -> None:
+        """Push out the resampler's delayed samples and drop it: at a rate change, or when the
+        utterance ends (the next one starts afresh, like the model's state)."""
+        if self._resampler is not None:
+            self._push(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+        self._resampler, self._input_rate = None, None
+
+    def _push(self, audio: np.ndarray) -> None:
+        """Buffer model-rate samples and decode every whole chunk; an utterance of nothing but
+        silence for `silence_timeout` is dropped."""
+        buffer = np.concatenate([self._buffer, audio])
+        whole = len(buffer) - len(buffer) % self.chunk_samples
+        for start in range(0, whole, self.chunk_samples):
+            self._decode(buffer[start : start + self.chunk_samples], self.chunk_samples)
+            utterance = self._utterance
+            if utterance.endpoint.is_silence_timeout:
+                self._utterance = self._new_utterance(utterance.origin + utterance.fed)
+        self._buffer = buffer[whole:].copy()
+
+    def _decode(self, chunk: np.ndarray, real: int) -> None:
+        """Run the model on one chunk (`real` of its samples are audio, the rest padding) and
+        extend the utterance's log-probs, greedy tokens and endpoint counts."""
+        utterance = self._utterance
+        log_probs, *state = self._session.run(self._outputs,
+                                              {"audio": chunk[None], **utterance.state})
+        utterance.state = dict(zip(utterance.state, state, strict=True))
+        utterance.fed += real
+        frames = log_probs[0]
+        if not len(frames):
+            return
+        tokens = greedy_tokens(frames, self._blank_id)
+        if tokens and tokens[0] == (utterance.last_best, 0):  # a repeat across chunks
+            tokens = tokens[1:]
+        offset = utterance.endpoint.frames
+        utterance.tokens.extend((token, offset + frame) for token, frame in tokens)
+        best = frames.argmax(axis=-1)
+        utterance.last_best = int(best[-1])
+        utterance.endpoint.update(best)
+        utterance.log_probs.append(frames)
+
+    def _result(self, is_final: bool) -> Result:
+        utterance = self._utterance
+        offset = utterance.origin / self.sample_rate
+        audio_end = round(offset + utterance.fed / self.sample_rate, 3)
+        transcript = words_from_tokens(utterance.tokens, self._vocab, self._frame_seconds, offset)
+        # The last step of a final result may reach into the zero padding.
+        words = [Word(w.word, w.start, min(w.end, audio_end)) for w in transcript.words]
+        start, end = (words[0].start, words[-1].end) if words else (round(offset, 3), audio_end)
+        return Result(transcript.text, words, start, end, is_final)
+
+
+def _mono_float32(samples: np.ndarray) -> np.ndarray:
+    """Validated float32 mono samples of a float or int16 `[n]` or `[n, channels]` buffer."""
+    samples = np.asarray(samples)
+    if samples.dtype == np.int16:
+        audio = samples.astype(np.float32) / INT16_SCALE
+    elif np.issubdtype(samples.dtype, np.floating):
+        audio = samples.astype(np.float32, copy=False)
+    else:
+        raise TypeError(f"samples must be float (in [-1, 1]) or int16, not {samples.dtype}")
+    if audio.ndim == 2 and 0 < audio.shape[0] < audio.shape[1]:
+        raise ValueError(f"samples of shape {audio.shape} look like [channels, n]; "
+                         "pass [n] or [n, channels]")
+    if audio.ndim not in (1, 2):
+        raise ValueError(f"samples must be [n] or [n, channels], not of shape {audio.shape}")
+    audio = np.ascontiguousarray(to_mono(audio), dtype=np.float32)
+    if not np.all(np.isfinite(audio)):
+        raise ValueError("samples contain NaN or infinite values")
+    return audio

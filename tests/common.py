@@ -1,0 +1,21 @@
+"""Shared test helpers: where the shared speech data is, and real utterances from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from asr.corpora import Utterance, read_manifest
+
+SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
+
+
+def shared_utterances(folder: str, count: int, max_duration: float = 6.0) -> list[Utterance]:
+    """The first `count` utterances under `audio/<folder>/` of the shared speech (cathy, an4,
+    speechocean762, fsdd, mfa); skips the test when the shared data is absent."""
+    manifest = SHARED_SPEECH / "manifest.jsonl"
+    if not manifest.is_file():
+        pytest.skip(f"shared speech data not found at {SHARED_SPEECH}")
+    return [u for u in read_manifest(manifest)
+            if f"/audio/{folder}/" in str(u.audio) and u.duration <= max_duration][:count]

@@ -1,0 +1,38 @@
+"""Fixtures shared by the streaming client and microphone tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from common import SHARED_SPEECH
+
+from asr.defaults import STREAMING_MODEL
+
+# A clear read sentence, about 3.3 s: "author of the danger trail philip steels et cetera"
+SPEECH_CLIP = "audio/cathy/arctic_a0001_1592748574.opus"
+PAD_SECONDS = 0.5
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real utterance as a 16 kHz mono 16-bit WAV with 0.5 s of silence before and after."""
+    from asr.audio import SAMPLE_RATE, load_audio
+
+    source = SHARED_SPEECH / SPEECH_CLIP
+    if not source.is_file():
+        pytest.skip(f"shared speech recording not found: {source}")
+    pad = np.zeros(round(PAD_SECONDS * SAMPLE_RATE), dtype=np.float32)
+    path = tmp_path_factory.mktemp("speech") / "utterance.wav"
+    sf.write(path, np.concatenate([pad, load_audio(source), pad]), SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture(scope="session")
+def streaming_model() -> Path:
+    """The shipped fp32 streaming ONNX model (skips while it is not there)."""
+    if not STREAMING_MODEL.is_file():
+        pytest.skip(f"streaming model not shipped yet: {STREAMING_MODEL}")
+    return STREAMING_MODEL
