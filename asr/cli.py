@@ -182,6 +182,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--warmup-steps", type=int, default=500)
     g.add_argument("--clip", type=float, default=5.0, help="gradient norm clipping")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-sortagrad", action="store_true",
+                   help="shuffle the first epoch too (default: it runs short to long)")
     g = p.add_argument_group("augmentation")
     g.add_argument("--speed-perturb", action="store_true", help="speeds 0.9, 1.0 and 1.1")
     g.add_argument("--noise-prob", type=float, default=0.0, help="share of utterances with noise")
@@ -215,6 +217,7 @@ def _run_train(args: argparse.Namespace) -> int:
                               snr_db=tuple(args.snr), freq_masks=spec, time_masks=spec),
         epochs=args.epochs, batch_seconds=args.batch_seconds, max_duration=args.max_duration,
         lr=args.lr, warmup_steps=args.warmup_steps, clip=args.clip, seed=args.seed,
+        sortagrad=not args.no_sortagrad,
         workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
         max_steps=args.max_steps,
         save_minutes=args.save_minutes, init=args.init)

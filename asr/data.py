@@ -55,19 +55,22 @@ def collate(items: list[tuple[Tensor, Tensor]]) -> Batch:
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of similar-length utterances holding at most `max_seconds` of padded audio.
 
-    Batch composition and order depend only on (seed, epoch); with `world_size` > 1 each rank
-    takes every `world_size`-th batch, all ranks the same number. `skip` drops the first
-    batches of the epoch (to resume mid-epoch).
+    Batch composition and order depend only on (seed, epoch); with `sortagrad` the first
+    epoch goes from short to long utterances, which helps CTC off its all-blank start. With
+    `world_size` > 1 each rank takes every `world_size`-th batch, all ranks the same number.
+    `skip` drops the first batches of the epoch (to resume mid-epoch).
     """
 
     def __init__(self, durations: Sequence[float], max_seconds: float, seed: int = 0,
-                 shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1,
+                 sortagrad: bool = False) -> None:
         self.durations = np.asarray(durations, dtype=np.float64)
         if len(self.durations) and self.durations.max() > max_seconds:
             raise ValueError(f"an utterance of {self.durations.max():.1f} s is longer than the "
                              f"batch limit of {max_seconds} s; raise --batch-seconds")
         self.max_seconds = max_seconds
         self.seed, self.shuffle, self.rank, self.world_size = seed, shuffle, rank, world_size
+        self.sortagrad = sortagrad
         self.epoch = 0
         self.skip = 0
 
@@ -88,7 +91,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             longest = longest_if_added
         if current:
             batches.append(current)
-        if self.shuffle:
+        if self.shuffle and not (self.sortagrad and self.epoch == 0):
             rng.shuffle(batches)
         usable = len(batches) - len(batches) % self.world_size or len(batches)
         return batches[:usable][self.rank :: self.world_size]

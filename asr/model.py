@@ -65,6 +65,9 @@ class CTCModel(nn.Module):
                             bidirectional=dims.bidirectional,
                             dropout=dims.dropout if dims.layers > 1 else 0.0)
         self.output = nn.Linear(dims.output_size, dims.vocab_size)
+        for name, bias in self.lstm.named_parameters():
+            if name.startswith("bias_ih"):  # forget gate (2nd quarter) open at the start
+                nn.init.constant_(bias[dims.hidden : 2 * dims.hidden], 1.0)
 
     @property
     def frame_seconds(self) -> float:

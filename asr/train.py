@@ -54,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     clip: float = 5.0
     seed: int = 0
+    sortagrad: bool = True  # first epoch from short to long utterances
     workers: int = 2
     threads: int = 0  # torch CPU threads; 0 = torch's default
     max_minutes: float = 0.0  # stop (resumably) after this long; 0 = no limit
@@ -241,7 +242,8 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
 
     dataset = SpeechDataset(train_set, model.vocab, config.augment, config.seed)
     sampler = BucketBatchSampler([u.duration for u in train_set], config.batch_seconds,
-                                 config.seed, rank=run.rank, world_size=run.world)
+                                 config.seed, rank=run.rank, world_size=run.world,
+                                 sortagrad=config.sortagrad)
     total_steps = config.epochs * len(sampler)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)

@@ -1,0 +1,140 @@
+"""`asr` end to end on real audio with the bundled model: formats, many files, bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from common import shared_utterances
+
+from asr.audio import SAMPLE_RATE, load_audio
+from asr.defaults import OFFLINE_MODEL
+from asr.formats import cues
+
+pytestmark = pytest.mark.skipif(not OFFLINE_MODEL.is_file(), reason="no bundled model")
+
+
+def asr(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "asr", *args], capture_output=True,
+                            text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def recordings(tmp_path_factory):
+    """Three real utterances as WAV files: 16 kHz mono, 44.1 kHz stereo, and FLAC."""
+    folder = tmp_path_factory.mktemp("audio")
+    utterances = shared_utterances("cathy", 3)
+    audio = [load_audio(u.audio) for u in utterances]
+    paths = [folder / "mono16k.wav", folder / "stereo44k.wav", folder / "clip.flac"]
+    sf.write(paths[0], audio[0], SAMPLE_RATE)
+    import soxr
+
+    resampled = soxr.resample(audio[1], SAMPLE_RATE, 44100)
+    sf.write(paths[1], np.stack([resampled, resampled], axis=1), 44100)
+    sf.write(paths[2], audio[2], SAMPLE_RATE)
+    return paths, [u.text for u in utterances]
+
+
+def test_help_teaches():
+    out = asr("--help").stdout
+    for command in ("transcribe", "evaluate", "train", "export"):
+        assert command in out
+    assert "--format" in asr("transcribe", "--help").stdout
+
+
+def test_text_output_of_one_file(recordings):
+    paths, _ = recordings
+    text = asr("transcribe", str(paths[0]), "--lm", "none").stdout.strip()
+    assert text and "\t" not in text and set(text) <= set("abcdefghijklmnopqrstuvwxyz' ")
+
+
+def test_jsonl_for_many_files_in_input_order(recordings):
+    paths, _ = recordings
+    result = asr("transcribe", *map(str, paths), "--format", "jsonl", "--lm", "none")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in rows] == [str(p) for p in paths]
+    for row in rows:
+        assert row["text"] and 1.0 < row["duration"] < 10.0
+        times = [(w["start"], w["end"]) for w in row["words"]]
+        assert all(0 <= a < b <= row["duration"] + 0.1 for a, b in times)
+        assert times == sorted(times)
+        assert " ".join(w["word"] for w in row["words"]) == row["text"]
+
+
+def test_json_srt_vtt(recordings, tmp_path):
+    paths, _ = recordings
+    data = json.loads(asr("transcribe", str(paths[0]), "--format", "json", "--lm", "none").stdout)
+    assert data[0]["path"] == str(paths[0])
+    srt = asr("transcribe", str(paths[0]), "--format", "srt", "--lm", "none").stdout
+    assert srt.startswith("1\n00:00:0") and " --> " in srt
+    vtt = asr("transcribe", str(paths[0]), "--format", "vtt", "--lm", "none").stdout
+    assert vtt.startswith("WEBVTT\n\n00:00:0")
+    asr("transcribe", *map(str, paths), "--format", "srt", "--output-dir", str(tmp_path),
+        "--lm", "none")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.srt", "mono16k.srt",
+                                                          "stereo44k.srt"]
+
+
+def test_bad_files_are_reported_and_the_rest_transcribed(recordings, tmp_path):
+    paths, _ = recordings
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    text = tmp_path / "notes.mp3"
+    text.write_text("not audio at all\n" * 50)
+    missing = tmp_path / "missing.flac"
+    result = asr("transcribe", str(empty), str(paths[0]), str(text), str(missing),
+                 str(paths[2]), "--format", "jsonl", "--lm", "none", check=False)
+    assert result.returncode == 1
+    assert [json.loads(line)["path"] for line in result.stdout.splitlines()] == [
+        str(paths[0]), str(paths[2])]
+    for bad in (empty, text, missing):
+        assert str(bad) in result.stderr
+    assert "3 of 5 file(s) failed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_silence_gives_an_empty_transcript(tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(3 * SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    row = json.loads(asr("transcribe", str(path), "--format", "jsonl", "--lm", "none").stdout)
+    assert row["text"] == "" and row["words"] == [] and row["duration"] == 3.0
+
+
+def test_ten_minute_file(tmp_path):
+    """A long recording is cut at quiet points; timestamps run through the whole file."""
+    utterances = shared_utterances("cathy", 40)
+    pieces, total = [], 0
+    while total < 600 * SAMPLE_RATE:
+        for u in utterances:
+            pieces += [load_audio(u.audio), np.zeros(SAMPLE_RATE // 2, np.float32)]
+            total += len(pieces[-2]) + len(pieces[-1])
+    audio = np.concatenate(pieces)[: 600 * SAMPLE_RATE]
+    path = tmp_path / "long.flac"
+    sf.write(path, audio, SAMPLE_RATE)
+    row = json.loads(asr("transcribe", str(path), "--format", "jsonl", "--lm", "none").stdout)
+    assert row["duration"] == 600.0
+    starts = [w["start"] for w in row["words"]]
+    assert starts == sorted(starts) and starts[-1] > 550
+    assert len(row["words"]) > 600  # about 1,500 words are spoken
+
+
+def test_evaluate_prints_wer_cer_rtf(tmp_path):
+    from asr.corpora import write_manifest
+
+    manifest = tmp_path / "test.jsonl"
+    write_manifest(shared_utterances("an4", 5), manifest)
+    out = asr("evaluate", str(manifest), "--lm", "none").stdout
+    assert "utterances 5" in out and "WER" in out and "CER" in out and "RTF" in out
+
+
+def test_subtitle_cues_respect_limits():
+    from asr.decode import Word
+
+    words = [Word(f"word{i}", i * 0.4, i * 0.4 + 0.3) for i in range(40)]
+    for start, end, text in cues(words):
+        assert len(text) <= 42 and end - start <= 5.0
