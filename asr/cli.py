@@ -7,6 +7,7 @@ import sys
 
 from asr import __version__
 from asr.defaults import LANGUAGE_MODEL, OFFLINE_MODEL, STREAMING_MODEL, STREAMING_MODEL_INT8
+from streaming.listen import add_listen_parser
 
 FORMAT_CHOICES = ("text", "json", "jsonl", "srt", "vtt")
 
@@ -78,7 +79,7 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from asr.formats import render
-    from asr.transcribe import FileError, FileResult
+    from asr.results import FileError, FileResult
 
     several = len(args.files) > 1
     if several and args.format in ("srt", "vtt") and not args.output_dir:
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_transcribe(sub)
+    add_listen_parser(sub)
     _add_evaluate(sub)
     _add_train(sub)
     _add_export(sub)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from asr.decode import Word
-from asr.transcribe import FileResult
+from asr.results import FileResult
 
 FORMATS = ("text", "json", "jsonl", "srt", "vtt")
 CUE_MAX_CHARS = 42

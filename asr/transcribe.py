@@ -3,37 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from asr.audio import SAMPLE_RATE, AudioError, load_audio
+from asr.audio import SAMPLE_RATE
 from asr.checkpoint import load_model
-from asr.decode import Transcript, Word, greedy_decode
+from asr.decode import Transcript, greedy_decode
 from asr.defaults import OFFLINE_MODEL
+from asr.results import FileError, FileResult, transcribe_files
 
 MAX_SEGMENT_SECONDS = 20.0  # longer audio is cut at its quietest point before this
 SPLIT_SEARCH_SECONDS = 5.0  # how far back from the limit a cut may go
-
-
-@dataclass
-class FileResult:
-    path: str  # as given
-    text: str
-    duration: float
-    words: list[Word] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "text": self.text, "duration": round(self.duration, 3),
-                "words": [{"word": w.word, "start": w.start, "end": w.end} for w in self.words]}
-
-
-@dataclass
-class FileError:
-    path: str
-    message: str
 
 
 def split_points(audio: np.ndarray, max_seconds: float = MAX_SEGMENT_SECONDS,
@@ -113,27 +95,7 @@ class Recognizer:
                          on_file: Callable[[], None] | None = None,
                          ) -> Iterator[FileResult | FileError]:
         """Results in input order; an unreadable file yields a `FileError`, the rest go on."""
-        paths = list(paths)
-        for first in range(0, len(paths), files_per_batch):
-            group = paths[first : first + files_per_batch]
-            loaded: dict[str, np.ndarray | FileError] = {}
-            for path in group:
-                try:
-                    loaded[path] = load_audio(path)
-                except AudioError as error:
-                    loaded[path] = FileError(path, str(error))
-            good = [p for p in group if not isinstance(loaded[p], FileError)]
-            transcripts = dict(zip(good, self.transcribe_many([loaded[p] for p in good]),
-                                   strict=True))
-            for path in group:
-                item = loaded[path]
-                if isinstance(item, FileError):
-                    yield item
-                else:
-                    t = transcripts[path]
-                    yield FileResult(path, t.text, len(item) / SAMPLE_RATE, t.words)
-                if on_file:
-                    on_file()
+        return transcribe_files(self.transcribe_many, paths, files_per_batch, on_file)
 
 
 def _join(pieces: list[tuple[int, Transcript]]) -> Transcript:

@@ -16,6 +16,7 @@ Typical loop::
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +25,9 @@ import onnxruntime as ort
 import soxr
 
 from asr.audio import load_audio, to_mono
-from asr.decode import Word, greedy_tokens, words_from_tokens
+from asr.decode import Transcript, Word, greedy_tokens, words_from_tokens
 from asr.defaults import STREAMING_MODEL
+from asr.results import FileError, FileResult, transcribe_files
 from asr.text import Vocabulary
 from streaming.endpoint import EndpointConfig, EndpointDetector
 
@@ -159,8 +161,11 @@ class StreamingRecognizer:
     def transcribe_file(self, path: str | Path) -> list[Result]:
         """Stream a whole file as a new stream in `chunk_samples` buffers; the non-empty final
         results of its utterances."""
+        return self.transcribe_recording(load_audio(path, self.sample_rate))
+
+    def transcribe_recording(self, audio: np.ndarray) -> list[Result]:
+        """`transcribe_file` for samples at the model's rate."""
         self.reset()
-        audio = load_audio(path, self.sample_rate)
         results = []
         for start in range(0, len(audio), self.chunk_samples):
             self.accept_waveform(audio[start : start + self.chunk_samples], self.sample_rate)
@@ -168,6 +173,17 @@ class StreamingRecognizer:
                 results.append(self.final_result())
         results.append(self.final_result())
         return [result for result in results if result.text]
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        """A whole recording at the model's rate as one transcript (the offline interface)."""
+        words = [w for result in self.transcribe_recording(audio) for w in result.words]
+        return Transcript(" ".join(w.word for w in words), words)
+
+    def transcribe_files(self, paths: Iterable[str], on_file: Callable[[], None] | None = None,
+                         ) -> Iterator[FileResult | FileError]:
+        """Files through the streaming path, in `asr.transcribe.Recognizer`'s shape."""
+        return transcribe_files(lambda batch: [self.transcribe(a) for a in batch], paths,
+                                on_file=on_file)
 
     def _new_utterance(self, origin: int) -> _Utterance:
         detector = EndpointDetector(self._endpoint_config, self._frame_seconds, self._blank_id)
