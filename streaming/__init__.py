@@ -1,6 +1,5 @@
-"""Streaming recognition with the exported ONNX model (numpy + onnxruntime, no torch)."""
+"""Streaming recognition with the exported ONNX model (numpy + onnxruntime, no torch).
 
-from streaming.endpoint import EndpointConfig
-from streaming.engine import Result, StreamingRecognizer
-
-__all__ = ["EndpointConfig", "Result", "StreamingRecognizer"]
+`streaming.engine.StreamingRecognizer` is the API; this package import loads nothing, so the
+`asr` command stays quick to start.
+"""
