@@ -1,7 +1,8 @@
 """Training: CTC loss, bf16 autocast on CUDA, DistributedDataParallel under torchrun, exact resume.
 
 Files in the output folder: `config.json`, `last.pt` (everything needed to resume),
-`model.pt` (the model with the best dev WER so far), `metrics.jsonl` (one JSON object per
+`model.pt` (the model with the lowest dev CTC loss so far: early in training
+WER favours models that say little), `metrics.jsonl` (one JSON object per
 logged step or epoch, for plotting).
 """
 
@@ -80,7 +81,7 @@ class Progress:
     epoch: int = 0
     batch: int = 0  # batches done in this epoch
     step: int = 0
-    best_wer: float = math.inf
+    best_loss: float = math.inf  # dev CTC loss of model.pt
     seconds: float = 0.0  # training time over all runs
 
 
@@ -345,8 +346,8 @@ def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
             _log(out / METRICS, record)
             tqdm.write(f"epoch {progress.epoch}: dev loss {dev_loss:.3f}, WER {rates.wer:.2%}, "
                        f"CER {rates.cer:.2%}", file=sys.stderr)
-            if rates.wer < progress.best_wer:
-                progress.best_wer = rates.wer
+            if dev_loss < progress.best_loss:
+                progress.best_loss = dev_loss
                 save_model(model, out / BEST, epoch=progress.epoch, dev_wer=rates.wer,
                            dev_cer=rates.cer, hours=total_hours(dataset.utterances))
         save()
