@@ -13,7 +13,7 @@ import soxr
 SAMPLE_RATE = 16000
 
 
-class AudioError(Exception):
+class AudioError(ValueError):
     """A file that cannot be turned into audio samples."""
 
 

@@ -16,7 +16,7 @@ from asr.text import Vocabulary
 FORMAT = "lstm-asr-model/1"
 
 
-class ModelFileError(Exception):
+class ModelFileError(ValueError):
     """A file that is not a usable model checkpoint."""
 
 

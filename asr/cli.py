@@ -277,4 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as error:  # bad input: the project's errors derive from these
+        print(f"asr {args.command}: error: {error}", file=sys.stderr)
+        return 2

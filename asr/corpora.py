@@ -26,7 +26,7 @@ class Utterance:
     speaker: str = ""
 
 
-class CorpusError(Exception):
+class CorpusError(ValueError):
     """A corpus file that cannot be read; the message names the file (and line)."""
 
 
