@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Run the test suite. The real-microphone tests need PulseAudio and PortAudio; as root (or with
+# Run the test suite. The real-microphone tests need PulseAudio and PortAudio, the corpus tests
+# flite and espeak-ng; as root (or with
 # sudo) this installs Debian's packages for them when missing, otherwise those tests skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pulseaudio pulseaudio-utils libportaudio2)
+packages=(pulseaudio pulseaudio-utils libportaudio2 flite espeak-ng)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
