@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite. The real-microphone tests need PulseAudio and PortAudio, the corpus tests
-# flite and espeak-ng; as root (or with
-# sudo) this installs Debian's packages for them when missing, otherwise those tests skip.
+# flite and espeak-ng: as root (or with sudo) this installs Debian's packages for them when
+# missing; otherwise those tests skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
