@@ -25,6 +25,7 @@ from flashlight.lib.text.decoder import (
 from flashlight.lib.text.dictionary import Dictionary
 
 from asr.decode import Transcript, words_from_tokens
+from asr.defaults import BEAM_SIZE, LM_WEIGHT, WORD_SCORE
 from asr.text import Vocabulary
 
 UNK = "<unk>"
@@ -47,8 +48,9 @@ class BeamSearchDecoder:
     """
 
     def __init__(self, vocab: Vocabulary, lm_path: str | Path | None = None,
-                 words_path: str | Path | None = None, beam_size: int = 32,
-                 beam_threshold: float = 25.0, lm_weight: float = 0.8, word_score: float = 1.0,
+                 words_path: str | Path | None = None, beam_size: int = BEAM_SIZE,
+                 beam_threshold: float = 25.0, lm_weight: float = LM_WEIGHT,
+                 word_score: float = WORD_SCORE,
                  unk_score: float = -math.inf, sil_score: float = 0.0,
                  beam_size_token: int | None = None) -> None:
         self.vocab = vocab

@@ -6,7 +6,15 @@ import argparse
 import sys
 
 from asr import __version__
-from asr.defaults import LANGUAGE_MODEL, OFFLINE_MODEL, STREAMING_MODEL, STREAMING_MODEL_INT8
+from asr.defaults import (
+    BEAM_SIZE,
+    LANGUAGE_MODEL,
+    LM_WEIGHT,
+    OFFLINE_MODEL,
+    STREAMING_MODEL,
+    STREAMING_MODEL_INT8,
+    WORD_SCORE,
+)
 from streaming.listen import add_listen_parser
 
 FORMAT_CHOICES = ("text", "json", "jsonl", "srt", "vtt")
@@ -23,9 +31,9 @@ def _add_decoding_options(p: argparse.ArgumentParser) -> None:
                    "for beam search; 'none' for greedy decoding"
                    + (f" (default: the bundled {LANGUAGE_MODEL.name})" if LANGUAGE_MODEL.is_file()
                       else " (default: greedy)"))
-    g.add_argument("--beam-size", type=int, default=32)
-    g.add_argument("--lm-weight", type=float, default=0.8)
-    g.add_argument("--word-score", type=float, default=1.0)
+    g.add_argument("--beam-size", type=int, default=BEAM_SIZE)
+    g.add_argument("--lm-weight", type=float, default=LM_WEIGHT)
+    g.add_argument("--word-score", type=float, default=WORD_SCORE)
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
 
 

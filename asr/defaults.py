@@ -7,3 +7,8 @@ OFFLINE_MODEL = ASSETS / "offline.pt"
 STREAMING_MODEL = ASSETS / "streaming" / "model.onnx"
 STREAMING_MODEL_INT8 = ASSETS / "streaming" / "model.int8.onnx"
 LANGUAGE_MODEL = ASSETS / "lm.bin"
+
+# beam search with the language model (tuned on the held-out dev split)
+BEAM_SIZE = 32
+LM_WEIGHT = 1.0
+WORD_SCORE = 1.0

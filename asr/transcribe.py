@@ -11,11 +11,12 @@ import torch
 from asr.audio import SAMPLE_RATE
 from asr.checkpoint import load_model
 from asr.decode import Transcript, greedy_decode
-from asr.defaults import OFFLINE_MODEL
+from asr.defaults import BEAM_SIZE, LM_WEIGHT, OFFLINE_MODEL, WORD_SCORE
 from asr.results import FileError, FileResult, transcribe_files
 
 MAX_SEGMENT_SECONDS = 20.0  # longer audio is cut at its quietest point before this
 SPLIT_SEARCH_SECONDS = 5.0  # how far back from the limit a cut may go
+SILENCE_RMS = 10 ** (-70 / 20)  # quieter segments (digital silence) are not decoded
 
 
 def split_points(audio: np.ndarray, max_seconds: float = MAX_SEGMENT_SECONDS,
@@ -40,8 +41,9 @@ class Recognizer:
     """
 
     def __init__(self, model: str | Path = OFFLINE_MODEL, lm: str | Path | None = None,
-                 beam_size: int = 32, lm_weight: float = 0.8, word_score: float = 1.0,
-                 device: str | None = None, batch_seconds: float = 120.0) -> None:
+                 beam_size: int = BEAM_SIZE, lm_weight: float = LM_WEIGHT,
+                 word_score: float = WORD_SCORE, device: str | None = None,
+                 batch_seconds: float = 120.0) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = load_model(model, self.device)
         self.batch_seconds = batch_seconds
@@ -63,7 +65,8 @@ class Recognizer:
         segments = []  # (recording index, start sample, samples)
         for index, audio in enumerate(recordings):
             cuts = [*split_points(audio), len(audio)]
-            segments += [(index, a, audio[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
+            segments += [(index, a, audio[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)
+                         if np.sqrt(np.sum(audio[a:b] ** 2) / max(b - a, 1)) >= SILENCE_RMS]
         segments.sort(key=lambda s: len(s[2]))
         pieces: dict[int, list[tuple[int, Transcript]]] = {i: [] for i in range(len(recordings))}
         batch: list[tuple[int, int, np.ndarray]] = []
