@@ -138,3 +138,19 @@ def test_subtitle_cues_respect_limits():
     words = [Word(f"word{i}", i * 0.4, i * 0.4 + 0.3) for i in range(40)]
     for start, end, text in cues(words):
         assert len(text) <= 42 and end - start <= 5.0
+
+
+def test_streaming_path_gives_the_same_formats(recordings):
+    from asr.defaults import STREAMING_MODEL
+    from streaming.engine import StreamingRecognizer
+
+    paths, _ = recordings
+    result = asr("transcribe", "--streaming", *map(str, paths), "--format", "jsonl")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["path"] for r in rows] == [str(p) for p in paths]
+    engine = StreamingRecognizer(STREAMING_MODEL)
+    for path, row in zip(paths, rows, strict=True):
+        assert row["text"] == engine.transcribe(load_audio(path)).text
+        assert row["duration"] > 1.0
+    vtt = asr("transcribe", "--streaming", "--int8", str(paths[0]), "--format", "vtt").stdout
+    assert vtt.startswith("WEBVTT")

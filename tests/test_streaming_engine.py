@@ -237,7 +237,8 @@ def test_endpoints_split_a_long_stream_into_its_utterances(trained):
     assert len(finals) == len(spans), [(r.start, r.end, r.text) for r in finals]
     for result, (start, end) in zip(finals, spans, strict=True):
         assert result.is_final
-        assert start - 0.1 <= result.start < end and result.end <= end + gap_seconds, (result, start)
+        assert start - 0.1 <= result.start < end, (result, start)
+        assert result.end <= end + gap_seconds, (result, end)
         assert result.start == result.words[0].start and result.end == result.words[-1].end
     assert all(a.end <= b.start for a, b in zip(finals, finals[1:], strict=False))
 
