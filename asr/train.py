@@ -147,7 +147,7 @@ def feature_stats(model: CTCModel, utterances: list[Utterance], count: int, seed
 
 
 @torch.no_grad()
-def evaluate(model: CTCModel, utterances: list[Utterance], batch_seconds: float,
+def validate(model: CTCModel, utterances: list[Utterance], batch_seconds: float,
              device: torch.device) -> tuple[ErrorRates, float]:
     """Greedy WER/CER and mean CTC loss of `model` on `utterances`."""
     model.eval()
@@ -339,7 +339,7 @@ def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
         progress.epoch += 1
         progress.batch = 0
         if run.main:
-            rates, dev_loss = evaluate(model, dev_set, config.batch_seconds, run.device)
+            rates, dev_loss = validate(model, dev_set, config.batch_seconds, run.device)
             record = {"step": progress.step, "epoch": progress.epoch,
                       "dev_loss": round(dev_loss, 4), "dev_wer": round(rates.wer, 4),
                       "dev_cer": round(rates.cer, 4), "seconds": round(progress.seconds, 1)}
