@@ -256,7 +256,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
     from asr.checkpoint import load_model
     from export.onnx_export import export_onnx
-    from export.parity import max_abs_diff, onnx_session, pad_to_steps, run_chunks, torch_log_probs
+    from export.parity import max_abs_diff, pad_to_steps, run_chunks, torch_log_probs
+    from streaming.engine import onnx_session
 
     model = load_model(args.checkpoint)
     paths = export_onnx(model, args.out, chunk_ms=args.chunk_ms, int8=not args.no_int8)

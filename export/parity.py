@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
 from asr.model import CTCModel
-
-
-def onnx_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def zero_state(session: ort.InferenceSession) -> dict[str, np.ndarray]:
-    """The initial (all-zero) state inputs of a streaming session."""
-    dtypes = {"tensor(int64)": np.int64, "tensor(float)": np.float32}
-    return {i.name: np.zeros(i.shape, dtype=dtypes[i.type])
-            for i in session.get_inputs() if i.name.startswith("state_")}
+from streaming.engine import zero_state
 
 
 def run_chunks(session: ort.InferenceSession, audio: np.ndarray,

@@ -39,6 +39,20 @@ STATE_PREFIX, NEXT_STATE_PREFIX = "state_", "next_state_"
 _ONNX_DTYPES = {"tensor(int64)": np.int64, "tensor(float)": np.float32}
 
 
+def onnx_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
+    """A CPU onnxruntime session using `threads` threads within operators."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def zero_state(session: ort.InferenceSession) -> dict[str, np.ndarray]:
+    """The initial (all-zero) `state_*` inputs of a streaming session."""
+    return {i.name: np.zeros(i.shape, dtype=_ONNX_DTYPES[i.type])
+            for i in session.get_inputs() if i.name.startswith(STATE_PREFIX)}
+
+
 @dataclass
 class Result:
     """The transcript of one utterance; all times in seconds from the start of the stream.
@@ -86,11 +100,7 @@ class StreamingRecognizer:
                 f"{path}: no streaming model there; make one from a model trained with "
                 "`asr train --unidirectional` by `asr export CHECKPOINT --out DIR` and pass "
                 "DIR/model.onnx")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(path), options,
-                                             providers=["CPUExecutionProvider"])
+        self._session = onnx_session(path, threads)
         meta = self._session.get_modelmeta().custom_metadata_map
         if meta.get("model_type") != MODEL_TYPE:
             raise ValueError(f"{path}: not a streaming model made by `asr export`")
@@ -106,9 +116,7 @@ class StreamingRecognizer:
             raise ValueError(f"chunk_samples must be a positive multiple of {hop}, "
                              f"not {self.chunk_samples}")
         self._endpoint_config = endpoint
-        self._zero_state = {i.name: np.zeros(i.shape, dtype=_ONNX_DTYPES[i.type])
-                            for i in self._session.get_inputs()
-                            if i.name.startswith(STATE_PREFIX)}
+        self._zero_state = zero_state(self._session)
         self._outputs = ["log_probs", *(NEXT_STATE_PREFIX + name[len(STATE_PREFIX):]
                                         for name in self._zero_state)]
         self.reset()

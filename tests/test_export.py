@@ -15,8 +15,8 @@ from asr.checkpoint import save_model
 from asr.defaults import STREAMING_MODEL, STREAMING_MODEL_INT8
 from asr.metrics import ErrorRates
 from asr.model import CTCModel, ModelDims
-from export.parity import max_abs_diff, onnx_session, run_chunks
-from streaming.engine import StreamingRecognizer
+from export.parity import max_abs_diff, run_chunks
+from streaming.engine import StreamingRecognizer, onnx_session
 
 INT8_MAX_CER = 0.15  # int8 greedy transcripts against fp32's, over the test utterances
 METADATA_KEYS = {"model_type", "version", "vocabulary", "blank_id", "sample_rate", "hop_samples",

@@ -25,9 +25,9 @@ from asr.metrics import edit_distance
 from asr.model import CTCModel, ModelDims
 from asr.text import Vocabulary
 from export.onnx_export import FP32_NAME, export_onnx
-from export.parity import max_abs_diff, onnx_session, pad_to_steps, torch_log_probs, zero_state
+from export.parity import max_abs_diff, pad_to_steps, torch_log_probs
 from streaming.endpoint import EndpointConfig, EndpointDetector
-from streaming.engine import Result, StreamingRecognizer
+from streaming.engine import Result, StreamingRecognizer, onnx_session, zero_state
 
 SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
 RATE, HOP, FRAME = 16000, 160, 0.03
