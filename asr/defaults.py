@@ -12,3 +12,7 @@ LANGUAGE_MODEL = ASSETS / "lm.bin"
 BEAM_SIZE = 32
 LM_WEIGHT = 1.0
 WORD_SCORE = 1.0
+
+# the project's shared training data, beside a checkout (used by scripts/ and tests/ only)
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_SPEECH = SHARED_DATA / "speech"

@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from asr.defaults import STREAMING_MODEL, STREAMING_MODEL_INT8
+from asr.defaults import SHARED_SPEECH, STREAMING_MODEL, STREAMING_MODEL_INT8
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
+SPEECH = SHARED_SPEECH
 NOISE_RMS = 1e-4  # background of the pauses: near-silence, not digital zero
 TAIL_SECONDS = 4.0  # silence after each latency-test utterance
 

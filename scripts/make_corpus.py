@@ -56,9 +56,9 @@ from tqdm import tqdm
 from asr.audio import SAMPLE_RATE, resample
 from asr.augment import coloured_noise, mix_at_snr
 from asr.corpora import Utterance, read_manifest, split_by_speaker, total_hours, write_manifest
+from asr.defaults import SHARED_DATA
 from asr.text import normalize_text
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared/data"
 DEFAULT_PROMPTS = (SHARED_DATA / "text/prompts_phonrich.txt.gz",
                    SHARED_DATA / "text/prompts.txt.gz")
 DEFAULT_REAL = SHARED_DATA / "speech/manifest.jsonl"

@@ -13,14 +13,13 @@ from collections import Counter
 from pathlib import Path
 
 from asr.corpora import read_manifest, split_by_speaker, total_hours, write_manifest
-
-SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared/data/speech/manifest.jsonl"
+from asr.defaults import SHARED_SPEECH
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--manifest", type=Path, default=SHARED_SPEECH)
+    parser.add_argument("--manifest", type=Path, default=SHARED_SPEECH / "manifest.jsonl")
     parser.add_argument("--out", type=Path, default=Path("work/data"),
                         help="folder for train.jsonl and dev.jsonl (default: %(default)s)")
     parser.add_argument("--dev-fraction", type=float, default=0.06,

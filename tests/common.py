@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from asr.corpora import Utterance, read_manifest
-
-SHARED_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
+from asr.defaults import SHARED_SPEECH
 
 
 def shared_utterances(folder: str, count: int, max_duration: float = 6.0) -> list[Utterance]:

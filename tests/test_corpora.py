@@ -22,8 +22,9 @@ from asr.corpora import (
     total_hours,
     write_manifest,
 )
+from asr.defaults import SHARED_SPEECH
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
+SPEECH = SHARED_SPEECH
 MANIFEST = SPEECH / "manifest.jsonl"
 
 
