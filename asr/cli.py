@@ -11,6 +11,7 @@ from asr.defaults import (
     LANGUAGE_MODEL,
     LM_WEIGHT,
     OFFLINE_MODEL,
+    PRECISIONS,
     STREAMING_MODEL,
     STREAMING_MODEL_INT8,
     WORD_SCORE,
@@ -164,10 +165,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model on one or more corpora",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train an LSTM-CTC model with CTC loss. Uses CUDA with bf16 autocast when "
-        "available, else the CPU. For several GPUs launch with torchrun, e.g. "
-        "`torchrun --nproc_per_node 4 -m asr train ...`. A killed or time-limited run continues "
-        "with --resume. Corpora: manifest .jsonl, LibriSpeech-style folder, Common Voice .tsv.")
+        description="Train an LSTM-CTC model with CTC loss. Uses CUDA when available, else the "
+        "CPU, with bf16 autocast where the hardware supports it (--precision). For several "
+        "GPUs launch with torchrun, e.g. `torchrun --nproc_per_node 4 -m asr train ...`. A "
+        "killed or time-limited run continues with --resume. Corpora: manifest .jsonl, "
+        "LibriSpeech-style folder, Common Voice .tsv.")
     p.add_argument("train", nargs="+", help="training corpora")
     p.add_argument("--out", required=True, help="output folder (model.pt, last.pt, metrics.jsonl)")
     p.add_argument("--dev", nargs="*", default=[],
@@ -203,6 +205,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("running")
     g.add_argument("--workers", type=int, default=2, help="data-loading processes")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with native bf16")
     g.add_argument("--max-minutes", type=float, default=0.0,
                    help="save and stop after this many minutes (0: no limit)")
     g.add_argument("--max-steps", type=int, default=0,
@@ -227,7 +231,8 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_seconds=args.batch_seconds, max_duration=args.max_duration,
         lr=args.lr, warmup_steps=args.warmup_steps, clip=args.clip, seed=args.seed,
         sortagrad=not args.no_sortagrad,
-        workers=args.workers, threads=args.threads, max_minutes=args.max_minutes,
+        workers=args.workers, threads=args.threads, precision=args.precision,
+        max_minutes=args.max_minutes,
         max_steps=args.max_steps,
         save_minutes=args.save_minutes, init=args.init)
     progress = train(config, resume=args.resume)

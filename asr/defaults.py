@@ -1,4 +1,4 @@
-"""Where the bundled default models live (importing this loads no torch)."""
+"""Bundled default models and settings shared by the CLI and the API (imports no torch)."""
 
 from pathlib import Path
 
@@ -12,6 +12,9 @@ LANGUAGE_MODEL = ASSETS / "lm.bin"
 BEAM_SIZE = 32
 LM_WEIGHT = 1.0
 WORD_SCORE = 1.0
+
+# training arithmetic: bf16 autocast where the hardware has it ("auto"), or forced
+PRECISIONS = ("auto", "bf16", "fp32")
 
 # the project's shared training data, beside a checkout (used by scripts/ and tests/ only)
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

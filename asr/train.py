@@ -1,4 +1,4 @@
-"""Training: CTC loss, bf16 autocast on CUDA, DistributedDataParallel under torchrun, exact resume.
+"""Training: CTC loss, bf16 autocast where the hardware has it, DDP under torchrun, exact resume.
 
 Files in the output folder: `config.json`, `last.pt` (everything needed to resume),
 `model.pt` (the model with the lowest dev CTC loss so far: early in training
@@ -31,6 +31,7 @@ from asr.checkpoint import atomic_save, load_model, model_from_payload, model_pa
 from asr.corpora import Utterance, read_corpus, split_by_speaker, total_hours
 from asr.data import BucketBatchSampler, SpeechDataset, collate
 from asr.decode import greedy_decode
+from asr.defaults import PRECISIONS
 from asr.metrics import ErrorRates
 from asr.model import CTCModel, ModelDims
 
@@ -58,6 +59,7 @@ class TrainConfig:
     sortagrad: bool = True  # first epoch from short to long utterances
     workers: int = 2
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    precision: str = "auto"  # "bf16", "fp32", or "auto": bf16 where the hardware has it
     max_minutes: float = 0.0  # stop (resumably) after this long; 0 = no limit
     max_steps: int = 0  # stop (resumably) after this many steps of this run; 0 = no limit
     save_minutes: float = 5.0
@@ -170,6 +172,17 @@ def validate(model: CTCModel, utterances: list[Utterance], batch_seconds: float,
     return rates, loss_sum / max(len(utterances), 1)
 
 
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast: "auto" means on CUDA and on CPUs with native bf16
+    (AVX512-BF16 or AMX), where it is about 1.5x faster than fp32; emulated bf16 is slower."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()))
+
+
 def _lr_factor(step: int, warmup: int, total: int) -> float:
     """Linear warm-up, then cosine decay to 5% of the peak."""
     if step < warmup:
@@ -214,7 +227,7 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
         saved = TrainConfig.from_dict(checkpoint["config"])
         config = replace(saved, epochs=config.epochs, max_minutes=config.max_minutes,
                          max_steps=config.max_steps, workers=config.workers,
-                         threads=config.threads)
+                         threads=config.threads, precision=config.precision)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -284,7 +297,7 @@ def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
           progress: Progress, stop: _StopFlag, save: Callable[[], None]) -> None:
     """Epochs and steps until done or asked to stop; `progress` is updated in place."""
     out = Path(config.out_dir)
-    use_amp = run.device.type == "cuda"
+    use_amp = use_bf16(config.precision, run.device)
     started = last_save = time.monotonic()
     seconds_before, steps_before = progress.seconds, progress.step
     while progress.epoch < config.epochs:
@@ -292,7 +305,7 @@ def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
         sampler.set_epoch(progress.epoch, skip=progress.batch)
         # the loader's own generator keeps the global RNG (dropout) exact across resumes
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                            num_workers=config.workers, pin_memory=use_amp,
+                            num_workers=config.workers, pin_memory=run.device.type == "cuda",
                             generator=torch.Generator().manual_seed(config.seed))
         bar = tqdm(total=len(sampler), initial=progress.batch, disable=not run.main,
                    desc=f"epoch {progress.epoch + 1}/{config.epochs}", unit="batch",
