@@ -8,13 +8,14 @@ import sys
 from asr import __version__
 from asr.defaults import (
     BEAM_SIZE,
-    LANGUAGE_MODEL,
     LM_WEIGHT,
     OFFLINE_MODEL,
     PRECISIONS,
     STREAMING_MODEL,
     STREAMING_MODEL_INT8,
     WORD_SCORE,
+    language_model,
+    lm_help,
 )
 from streaming.listen import add_listen_parser
 
@@ -28,20 +29,11 @@ def _add_decoding_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--streaming", action="store_true",
                    help="run the streaming (unidirectional ONNX) engine instead")
     g.add_argument("--int8", action="store_true", help="with --streaming: the int8 model")
-    g.add_argument("--lm", help="KenLM word n-gram (binary or ARPA, with LM.words.txt beside it) "
-                   "for beam search; 'none' for greedy decoding"
-                   + (f" (default: the bundled {LANGUAGE_MODEL.name})" if LANGUAGE_MODEL.is_file()
-                      else " (default: greedy)"))
+    g.add_argument("--lm", help=lm_help() + "; with --streaming it decodes final results")
     g.add_argument("--beam-size", type=int, default=BEAM_SIZE)
     g.add_argument("--lm-weight", type=float, default=LM_WEIGHT)
     g.add_argument("--word-score", type=float, default=WORD_SCORE)
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
-
-
-def _lm_path(args: argparse.Namespace) -> str | None:
-    if args.lm is None:
-        return str(LANGUAGE_MODEL) if LANGUAGE_MODEL.is_file() else None
-    return None if args.lm.lower() == "none" else args.lm
 
 
 def _engine(args: argparse.Namespace):
@@ -54,11 +46,14 @@ def _engine(args: argparse.Namespace):
         from streaming.engine import StreamingRecognizer
 
         model = args.model or (STREAMING_MODEL_INT8 if args.int8 else STREAMING_MODEL)
-        return StreamingRecognizer(model, threads=args.threads or 1)
+        return StreamingRecognizer(model, threads=args.threads or 1, lm=language_model(args.lm),
+                                   beam_size=args.beam_size, lm_weight=args.lm_weight,
+                                   word_score=args.word_score)
     from asr.transcribe import Recognizer
 
-    return Recognizer(args.model or OFFLINE_MODEL, _lm_path(args), beam_size=args.beam_size,
-                      lm_weight=args.lm_weight, word_score=args.word_score)
+    return Recognizer(args.model or OFFLINE_MODEL, language_model(args.lm),
+                      beam_size=args.beam_size, lm_weight=args.lm_weight,
+                      word_score=args.word_score)
 
 
 def _add_transcribe(sub: argparse._SubParsersAction) -> None:

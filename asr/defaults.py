@@ -13,6 +13,22 @@ BEAM_SIZE = 32
 LM_WEIGHT = 1.0
 WORD_SCORE = 1.0
 
+
+
+def language_model(option: str | None) -> str | None:
+    """The LM a `--lm` option names: None means the bundled one (if installed), "none" none."""
+    if option is None:
+        return str(LANGUAGE_MODEL) if LANGUAGE_MODEL.is_file() else None
+    return None if option.lower() == "none" else option
+
+
+def lm_help() -> str:
+    """`--lm` help text, naming the default actually in effect."""
+    return ("KenLM word n-gram (binary or ARPA, with LM.words.txt beside it) for beam search; "
+            "'none' for greedy decoding" + (f" (default: the bundled {LANGUAGE_MODEL.name})"
+                                             if LANGUAGE_MODEL.is_file() else " (default: greedy)"))
+
+
 # training arithmetic: bf16 autocast where the hardware has it ("auto"), or forced
 PRECISIONS = ("auto", "bf16", "fp32")
 

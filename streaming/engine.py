@@ -1,6 +1,7 @@
 """Streaming recognition with an exported ONNX model (`asr export`): audio in buffers of any
-size and sample rate, greedy partial results, endpointing. Needs numpy, onnxruntime and soxr
-only, no torch.
+size and sample rate, greedy partial results, endpointing, and final results optionally
+re-decoded by a beam search with a word language model. Needs numpy, onnxruntime and soxr
+(and flashlight-text for the LM) only, no torch.
 
 Typical loop::
 
@@ -26,7 +27,7 @@ import soxr
 
 from asr.audio import load_audio, to_mono
 from asr.decode import Transcript, Word, greedy_tokens, words_from_tokens
-from asr.defaults import STREAMING_MODEL
+from asr.defaults import BEAM_SIZE, LM_WEIGHT, STREAMING_MODEL, WORD_SCORE
 from asr.results import FileError, FileResult, transcribe_files
 from asr.text import Vocabulary
 from streaming.endpoint import EndpointConfig, EndpointDetector
@@ -82,18 +83,22 @@ class _Utterance:
 
 
 class StreamingRecognizer:
-    """Greedy CTC recognition of an audio stream, one utterance at a time.
+    """CTC recognition of an audio stream, one utterance at a time.
 
     Feed audio with `accept_waveform`; poll `partial_result` and `is_endpoint`; call
     `final_result` at each endpoint (and at the end of the stream) to get the utterance's
-    transcript and start the next one.
+    transcript and start the next one. Partial results are greedy; with `lm` the final result
+    is a beam search of the whole utterance's log-probabilities with that word n-gram.
     """
 
     def __init__(self, model: str | Path = STREAMING_MODEL,
                  endpoint: EndpointConfig = DEFAULT_ENDPOINT, threads: int = 1,
-                 chunk_samples: int | None = None) -> None:
+                 chunk_samples: int | None = None, lm: str | Path | None = None,
+                 beam_size: int = BEAM_SIZE, lm_weight: float = LM_WEIGHT,
+                 word_score: float = WORD_SCORE) -> None:
         """`chunk_samples`: model-rate samples per ONNX run, a multiple of the hop (default:
-        the model's recommended chunk)."""
+        the model's recommended chunk). `lm`: a KenLM file for final results (see
+        `asr.beam.BeamSearchDecoder` for it and the beam settings); None: greedy finals."""
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(
@@ -116,6 +121,12 @@ class StreamingRecognizer:
             raise ValueError(f"chunk_samples must be a positive multiple of {hop}, "
                              f"not {self.chunk_samples}")
         self._endpoint_config = endpoint
+        self._beam = None
+        if lm is not None:
+            from asr.beam import BeamSearchDecoder
+
+            self._beam = BeamSearchDecoder(self._vocab, lm, beam_size=beam_size,
+                                           lm_weight=lm_weight, word_score=word_score)
         self._zero_state = zero_state(self._session)
         self._outputs = ["log_probs", *(NEXT_STATE_PREFIX + name[len(STATE_PREFIX):]
                                         for name in self._zero_state)]
@@ -241,7 +252,12 @@ class StreamingRecognizer:
         utterance = self._utterance
         offset = utterance.origin / self.sample_rate
         audio_end = round(offset + utterance.fed / self.sample_rate, 3)
-        transcript = words_from_tokens(utterance.tokens, self._vocab, self._frame_seconds, offset)
+        if is_final and self._beam is not None and utterance.log_probs:
+            transcript = self._beam.decode(np.concatenate(utterance.log_probs),
+                                           self._frame_seconds, offset)
+        else:
+            transcript = words_from_tokens(utterance.tokens, self._vocab, self._frame_seconds,
+                                           offset)
         # The last step of a final result may reach into the zero padding.
         words = [Word(w.word, w.start, min(w.end, audio_end)) for w in transcript.words]
         start, end = (words[0].start, words[-1].end) if words else (round(offset, 3), audio_end)

@@ -141,14 +141,14 @@ def test_subtitle_cues_respect_limits():
 
 
 def test_streaming_path_gives_the_same_formats(recordings):
-    from asr.defaults import STREAMING_MODEL
+    from asr.defaults import STREAMING_MODEL, language_model
     from streaming.engine import StreamingRecognizer
 
     paths, _ = recordings
     result = asr("transcribe", "--streaming", *map(str, paths), "--format", "jsonl")
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["path"] for r in rows] == [str(p) for p in paths]
-    engine = StreamingRecognizer(STREAMING_MODEL)
+    engine = StreamingRecognizer(STREAMING_MODEL, lm=language_model(None))  # the CLI's default
     for path, row in zip(paths, rows, strict=True):
         assert row["text"] == engine.transcribe(load_audio(path)).text
         assert row["duration"] > 1.0

@@ -19,8 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asr.audio import load_audio
+from asr.beam import BeamSearchDecoder, load_words
 from asr.decode import Word, greedy_decode
-from asr.defaults import STREAMING_MODEL
+from asr.defaults import LANGUAGE_MODEL, SHARED_SPEECH, STREAMING_MODEL
 from asr.metrics import edit_distance
 from asr.model import CTCModel, ModelDims
 from asr.text import Vocabulary
@@ -29,7 +30,7 @@ from export.parity import max_abs_diff, pad_to_steps, torch_log_probs
 from streaming.endpoint import EndpointConfig, EndpointDetector
 from streaming.engine import Result, StreamingRecognizer, onnx_session, zero_state
 
-SPEECH = Path(__file__).resolve().parents[2] / "shared" / "data" / "speech"
+SPEECH = SHARED_SPEECH
 RATE, HOP, FRAME = 16000, 160, 0.03
 PARITY_TOLERANCE = 1e-4
 NEVER = EndpointConfig(trailing_silence=math.inf, silence_timeout=math.inf,
@@ -180,6 +181,27 @@ def test_trained_model_transcribes_any_rate_alike(trained, recording):
         text = _stream(engine, audio, rate, [int(BUFFER_SECONDS * rate)])[1].text
         engine.reset()
         assert edit_distance(reference, text) <= max_errors, (rate, text)
+
+
+def test_lm_decodes_final_results_and_partials_stay_greedy(trained, recording):
+    """With an LM the final result is the beam search of the utterance's log-probs (words from
+    the LM's lexicon only); partial results are the greedy ones of an engine without it."""
+    if not LANGUAGE_MODEL.is_file():
+        pytest.skip(f"no language model at {LANGUAGE_MODEL}")
+    greedy = StreamingRecognizer(trained, NEVER)
+    beam = StreamingRecognizer(trained, NEVER, lm=LANGUAGE_MODEL)
+    for buffer in _buffers(recording):
+        greedy.accept_waveform(buffer, RATE)
+        beam.accept_waveform(buffer, RATE)
+        assert beam.partial_result() == greedy.partial_result()
+    utterance = beam._utterance
+    final = beam.final_result()
+    expected = BeamSearchDecoder(Vocabulary(), LANGUAGE_MODEL).decode(
+        np.concatenate(utterance.log_probs), FRAME)
+    assert final.is_final and final.text == expected.text != ""
+    assert [(w.word, w.start) for w in final.words] == [(w.word, w.start) for w in expected.words]
+    lexicon = set(load_words(f"{LANGUAGE_MODEL}.words.txt"))
+    assert all(word.word in lexicon for word in final.words)
 
 
 def test_endpoint_detector_counts_trailing_blanks():
