@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     utterances = [u for corpus in args.corpora for u in read_corpus(corpus)]
     report = evaluate(PocketSphinx(), utterances)
-    print(f"pocketsphinx {report.summary()}")
+    print(report.summary())
     if args.output:
         with open(args.output, "w") as f:
             for pair in report.pairs:
