@@ -1,9 +1,17 @@
-"""One file is a complete model: weights, dimensions, vocabulary, feature settings, statistics."""
+"""One file is a complete model: weights, dimensions, vocabulary, feature settings, statistics.
+
+Model files and training checkpoints are written by `atomic_save`, which keeps every file at
+most `PART_BYTES` (so any of them fits a 16 MiB transfer): a larger checkpoint is stored as
+numbered parts plus a small index under the requested name. `load_file` reads either form.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -14,25 +22,66 @@ from asr.model import CTCModel, ModelDims
 from asr.text import Vocabulary
 
 FORMAT = "lstm-asr-model/1"
+PARTS_FORMAT = "lstm-asr-parts/1"
+PART_BYTES = 15 * 2**20  # largest file written: under the 16 MiB a device run can send back
 
 
 class ModelFileError(ValueError):
     """A file that is not a usable model checkpoint."""
 
 
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """`torch.save` to a temporary file, then rename it: a kill never leaves half a file."""
+def atomic_save(obj: Any, path: str | Path, part_bytes: int = PART_BYTES) -> None:
+    """`torch.save` `obj` to `path` in files of at most `part_bytes`; a kill never leaves a
+    half-written or mixed checkpoint.
+
+    Up to `part_bytes` it is one ordinary torch file. Beyond, the bytes go to parts named
+    `<path>.part-<id>-<i>` and `path` becomes an index of them (with their SHA-256). Each file
+    is written under a temporary name and renamed, the index last; parts that no index refers
+    to any more are then removed.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    parts: list[str] = []
+    if len(data) > part_bytes:
+        run = uuid.uuid4().hex[:8]
+        for number, start in enumerate(range(0, len(data), part_bytes)):
+            parts.append(f"{path.name}.part-{run}-{number}")
+            _write_atomically(path.parent / parts[-1], data[start : start + part_bytes])
+        index = io.BytesIO()
+        torch.save({"format": PARTS_FORMAT, "parts": parts, "bytes": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest()}, index)
+        data = index.getbuffer()
+    _write_atomically(path, data)
+    for stale in path.parent.glob(f"{path.name}.part-*"):
+        if stale.name not in parts:
+            stale.unlink(missing_ok=True)
+
+
+def _write_atomically(path: Path, data: memoryview) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def load_file(path: str | Path, weights_only: bool = True) -> Any:
+    """`torch.load` (to the CPU) a file written by `atomic_save`, whole or in parts."""
+    path = Path(path)
+    obj = torch.load(path, map_location="cpu", weights_only=weights_only)
+    if isinstance(obj, dict) and obj.get("format") == PARTS_FORMAT:
+        data = b"".join((path.parent / name).read_bytes() for name in obj["parts"])
+        if len(data) != obj["bytes"] or hashlib.sha256(data).hexdigest() != obj["sha256"]:
+            raise ModelFileError(f"{path}: its part files are damaged or incomplete")
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=weights_only)
+    return obj
 
 
 def model_payload(model: CTCModel, half: bool = False, **info: Any) -> dict:
@@ -65,7 +114,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> CTCModel
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = load_file(path)
+    except ModelFileError:
+        raise
     except Exception as error:  # torch raises many kinds for a bad file
         raise ModelFileError(f"{path}: cannot read it as a model ({error})") from error
     if isinstance(payload, dict) and "model" in payload and "format" not in payload:

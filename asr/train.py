@@ -27,7 +27,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from asr.augment import AugmentConfig, spec_augment
-from asr.checkpoint import atomic_save, load_model, model_from_payload, model_payload, save_model
+from asr.checkpoint import (
+    atomic_save,
+    load_file,
+    load_model,
+    model_from_payload,
+    model_payload,
+    save_model,
+)
 from asr.corpora import Utterance, read_corpus, split_by_speaker, total_hours
 from asr.data import BucketBatchSampler, SpeechDataset, collate
 from asr.decode import greedy_decode
@@ -223,7 +230,7 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
     out = Path(config.out_dir)
     checkpoint = None
     if resume and (out / LAST).is_file():
-        checkpoint = torch.load(out / LAST, map_location="cpu", weights_only=False)
+        checkpoint = load_file(out / LAST, weights_only=False)
         saved = TrainConfig.from_dict(checkpoint["config"])
         config = replace(saved, epochs=config.epochs, max_minutes=config.max_minutes,
                          max_steps=config.max_steps, workers=config.workers,
