@@ -1,6 +1,7 @@
 """Benchmark the streaming engine on one CPU thread (onnxruntime intra_op=1), fp32 and int8.
 
     python scripts/benchmark_streaming.py [--minutes 60] [--chunk-ms 160] [--fp32 M] [--int8 M]
+                                          [--lm none|LM]
 
 Measures, per model (each in a fresh process, so memory figures are its own):
 - compute per chunk (accept_waveform + is_endpoint, mean and p95) and the real-time factor
@@ -26,7 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from asr.defaults import SHARED_SPEECH, STREAMING_MODEL, STREAMING_MODEL_INT8
+from asr.defaults import (
+    SHARED_SPEECH,
+    STREAMING_MODEL,
+    STREAMING_MODEL_INT8,
+    language_model,
+    lm_help,
+)
 
 SPEECH = SHARED_SPEECH
 NOISE_RMS = 1e-4  # background of the pauses: near-silence, not digital zero
@@ -75,7 +82,8 @@ def stream_chunks(utterances: list[np.ndarray], seconds: float, chunk: int, rate
         pending, made = pending[size:], made + size
 
 
-def worker(model: Path, minutes: float, chunk_ms: float | None, count: int) -> dict:
+def worker(model: Path, minutes: float, chunk_ms: float | None, count: int,
+           lm: str | None) -> dict:
     import onnxruntime as ort
 
     from streaming.engine import StreamingRecognizer
@@ -85,7 +93,7 @@ def worker(model: Path, minutes: float, chunk_ms: float | None, count: int) -> d
     rate, hop = int(meta["sample_rate"]), int(meta["hop_samples"])
     chunk = (int(meta["recommended_chunk_samples"]) if chunk_ms is None
              else max(1, round(chunk_ms * rate / 1000 / hop)) * hop)
-    recognizer = StreamingRecognizer(model, threads=1, chunk_samples=chunk)
+    recognizer = StreamingRecognizer(model, threads=1, chunk_samples=chunk, lm=lm)
     utterances = load_utterances(count, rate)
     rng = np.random.default_rng(0)
 
@@ -206,6 +214,7 @@ def main() -> int:
     parser.add_argument("--chunk-ms", type=float,
                         help="buffer size (default: the model's recommended chunk)")
     parser.add_argument("--utterances", type=int, default=40, help="real utterances to cycle")
+    parser.add_argument("--lm", help=lm_help() + " of final results")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a model path: one run, JSON out
     args = parser.parse_args()
@@ -213,7 +222,7 @@ def main() -> int:
         parser.error("--minutes must be positive")
     if args.worker:
         print(json.dumps(worker(Path(args.worker), args.minutes, args.chunk_ms,
-                                args.utterances)))
+                                args.utterances, language_model(args.lm))))
         return 0
 
     results = {}
@@ -224,7 +233,7 @@ def main() -> int:
             continue
         print(f"{label}: {model} ({args.minutes:g} min stream) ...", file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "--worker", str(model), "--minutes", str(args.minutes),
-               "--utterances", str(args.utterances)]
+               "--utterances", str(args.utterances), "--lm", language_model(args.lm) or "none"]
         if args.chunk_ms:
             cmd += ["--chunk-ms", str(args.chunk_ms)]
         began = time.time()
@@ -239,7 +248,8 @@ def main() -> int:
         return 1
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"streaming benchmark: 1 thread (onnxruntime intra_op=1), {cpu_name()}, "
-          f"{os.cpu_count()} cores, load average {load}\n")
+          f"{os.cpu_count()} cores, load average {load}; final results: "
+          f"{language_model(args.lm) or 'greedy'}\n")
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
