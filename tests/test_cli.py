@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,6 +46,15 @@ def test_help_teaches():
     for command in ("transcribe", "evaluate", "train", "export"):
         assert command in out
     assert "--format" in asr("transcribe", "--help").stdout
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example.wav"
+
+
+@pytest.mark.parametrize("options", [(), ("--streaming", "--int8")])
+def test_the_readme_example_is_transcribed_correctly(options):
+    """The quick-start command (a held-out speaker and sentence; see examples/README.md)."""
+    assert asr("transcribe", str(EXAMPLE), *options).stdout == "he could not see himself\n"
 
 
 def test_text_output_of_one_file(recordings):
