@@ -114,18 +114,16 @@ class CTCModel(nn.Module):
         """
         if not self.dims.bidirectional:
             return self.lstm(x)[0]
-        weights = self.lstm._flat_weights
-        per_direction = len(weights) // (2 * self.dims.layers)
         zeros = x.new_zeros(1, x.shape[0], self.dims.hidden)
         for layer in range(self.dims.layers):
             if layer:
                 x = nn.functional.dropout(x, self.lstm.dropout, self.training)
             outputs = []
             for direction in range(2):
-                first = (2 * layer + direction) * per_direction
+                weights = self.lstm.all_weights[2 * layer + direction]  # w_ih, w_hh, b_ih, b_hh
                 inputs = reverse_within(x, lengths) if direction else x
-                out = torch.lstm(inputs, (zeros, zeros), weights[first : first + per_direction],
-                                 self.lstm.bias, 1, 0.0, self.training, False, True)[0]
+                out = torch.lstm(inputs, (zeros, zeros), weights, self.lstm.bias, 1, 0.0,
+                                 self.training, False, True)[0]
                 outputs.append(reverse_within(out, lengths) if direction else out)
             x = torch.cat(outputs, dim=-1)
         return x

@@ -1,0 +1,56 @@
+"""The acoustic model runs a padded batch densely yet exactly: each item as if it were alone."""
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asr.model import CTCModel, ModelDims, reverse_within
+
+LENGTHS = torch.tensor([40, 7, 33, 1, 20])
+
+
+@pytest.fixture(params=[True, False], ids=["bidirectional", "unidirectional"])
+def model(request) -> CTCModel:
+    torch.manual_seed(0)
+    return CTCModel(ModelDims(hidden=48, layers=3, bidirectional=request.param)).eval()
+
+
+def test_reverse_within_flips_each_item_and_leaves_padding():
+    x = torch.arange(2 * 5, dtype=torch.float32).reshape(2, 5, 1)
+    flipped = reverse_within(x, torch.tensor([5, 3]))
+    assert flipped[0, :, 0].tolist() == [4, 3, 2, 1, 0]
+    assert flipped[1, :, 0].tolist() == [7, 6, 5, 8, 9]
+    assert torch.equal(reverse_within(flipped, torch.tensor([5, 3])), x)
+
+
+def test_padded_batch_equals_each_item_alone(model):
+    x = torch.randn(len(LENGTHS), int(LENGTHS.max()), 48)
+    batch = model.encode(x, LENGTHS)
+    for row, length in enumerate(LENGTHS.tolist()):
+        alone = model.encode(x[row : row + 1, :length], LENGTHS[row : row + 1])
+        torch.testing.assert_close(batch[row, :length], alone[0], rtol=0, atol=1e-5)
+
+
+def test_padded_batch_equals_packed_sequences(model):
+    x = torch.randn(len(LENGTHS), int(LENGTHS.max()), 48)
+    packed = pack_padded_sequence(x, LENGTHS, batch_first=True, enforce_sorted=False)
+    reference, _ = pad_packed_sequence(model.lstm(packed)[0], batch_first=True)
+    valid = torch.arange(x.shape[1])[None, :] < LENGTHS[:, None]
+    torch.testing.assert_close(model.encode(x, LENGTHS)[valid], reference[valid], rtol=0,
+                               atol=1e-5)
+
+
+def test_padding_does_not_reach_the_gradient_of_valid_steps(model):
+    """In training mode too, loss on valid steps does not depend on what the padding holds."""
+    model.train()
+    model.lstm.dropout = 0.0
+    x = torch.randn(len(LENGTHS), int(LENGTHS.max()), 48)
+    noisy = x.clone()
+    valid = torch.arange(x.shape[1])[None, :] < LENGTHS[:, None]
+    noisy[~valid] = 100.0
+    grads = []
+    for inputs in (x, noisy):
+        inputs = inputs.clone().requires_grad_()
+        model.encode(inputs, LENGTHS)[valid].pow(2).sum().backward()
+        grads.append(inputs.grad[valid])
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-5)
