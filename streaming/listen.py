@@ -73,8 +73,8 @@ def add_listen_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    f"{STREAMING_MODEL.name}, or {STREAMING_MODEL_INT8.name} with --int8)")
     p.add_argument("--int8", action="store_true", help="use the bundled int8 model (faster)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="onnxruntime CPU threads")
-    p.add_argument("--lm", metavar="LM", help=lm_help() + " of each final result (partial "
-                   "results are always greedy)")
+    p.add_argument("--lm", metavar="LM", help="final results only (partial results are always "
+                   "greedy): " + lm_help())
     p.add_argument("--beam-size", type=int, default=BEAM_SIZE, metavar="N")
     p.add_argument("--lm-weight", type=float, default=LM_WEIGHT, metavar="W")
     p.add_argument("--word-score", type=float, default=WORD_SCORE, metavar="S")
