@@ -7,15 +7,12 @@ import sys
 
 from asr import __version__
 from asr.defaults import (
-    BEAM_SIZE,
-    LM_WEIGHT,
     OFFLINE_MODEL,
     PRECISIONS,
     STREAMING_MODEL,
     STREAMING_MODEL_INT8,
-    WORD_SCORE,
-    language_model,
-    lm_help,
+    add_lm_options,
+    lm_options,
 )
 from streaming.listen import add_listen_parser
 
@@ -29,10 +26,7 @@ def _add_decoding_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--streaming", action="store_true",
                    help="run the streaming (unidirectional ONNX) engine instead")
     g.add_argument("--int8", action="store_true", help="with --streaming: the int8 model")
-    g.add_argument("--lm", help=lm_help() + "; with --streaming it decodes final results")
-    g.add_argument("--beam-size", type=int, default=BEAM_SIZE)
-    g.add_argument("--lm-weight", type=float, default=LM_WEIGHT)
-    g.add_argument("--word-score", type=float, default=WORD_SCORE)
+    add_lm_options(g, "; with --streaming it decodes final results")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
 
 
@@ -46,14 +40,10 @@ def _engine(args: argparse.Namespace):
         from streaming.engine import StreamingRecognizer
 
         model = args.model or (STREAMING_MODEL_INT8 if args.int8 else STREAMING_MODEL)
-        return StreamingRecognizer(model, threads=args.threads or 1, lm=language_model(args.lm),
-                                   beam_size=args.beam_size, lm_weight=args.lm_weight,
-                                   word_score=args.word_score)
+        return StreamingRecognizer(model, threads=args.threads or 1, **lm_options(args))
     from asr.transcribe import Recognizer
 
-    return Recognizer(args.model or OFFLINE_MODEL, language_model(args.lm),
-                      beam_size=args.beam_size, lm_weight=args.lm_weight,
-                      word_score=args.word_score)
+    return Recognizer(args.model or OFFLINE_MODEL, **lm_options(args))
 
 
 def _add_transcribe(sub: argparse._SubParsersAction) -> None:
@@ -139,8 +129,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    import json
-
     from asr.corpora import read_corpus
     from asr.evaluate import evaluate
 
@@ -150,9 +138,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(_engine(args), utterances)
     print(report.summary())
     if args.output:
-        with open(args.output, "w") as f:
-            for pair in report.pairs:
-                f.write(json.dumps(pair) + "\n")
+        report.write_pairs(args.output)
     return 0
 
 

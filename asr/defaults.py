@@ -1,5 +1,6 @@
 """Bundled default models and settings shared by the CLI and the API (imports no torch)."""
 
+import argparse
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -14,7 +15,6 @@ LM_WEIGHT = 1.0
 WORD_SCORE = 1.0
 
 
-
 def language_model(option: str | None) -> str | None:
     """The LM a `--lm` option names: None means the bundled one (if installed), "none" none."""
     if option is None:
@@ -27,6 +27,21 @@ def lm_help() -> str:
     return ("KenLM word n-gram (binary or ARPA, with LM.words.txt beside it) for beam search; "
             "'none' for greedy decoding" + (f" (default: the bundled {LANGUAGE_MODEL.name})"
                                              if LANGUAGE_MODEL.is_file() else " (default: greedy)"))
+
+
+def add_lm_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+                   note: str = "") -> None:
+    """`--lm`, `--beam-size`, `--lm-weight` and `--word-score`; `note` ends the `--lm` help."""
+    parser.add_argument("--lm", metavar="LM", help=lm_help() + note)
+    parser.add_argument("--beam-size", type=int, default=BEAM_SIZE, metavar="N")
+    parser.add_argument("--lm-weight", type=float, default=LM_WEIGHT, metavar="W")
+    parser.add_argument("--word-score", type=float, default=WORD_SCORE, metavar="S")
+
+
+def lm_options(args: argparse.Namespace) -> dict:
+    """The recognisers' `lm`, `beam_size`, `lm_weight` and `word_score` from those options."""
+    return {"lm": language_model(args.lm), "beam_size": args.beam_size,
+            "lm_weight": args.lm_weight, "word_score": args.word_score}
 
 
 # training arithmetic: bf16 autocast where the hardware has it ("auto"), or forced

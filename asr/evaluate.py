@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ class Report:
     def summary(self) -> str:
         return (f"utterances {len(self.pairs)}  audio {self.audio_seconds / 3600:.2f} h  "
                 f"WER {self.rates.wer:.2%}  CER {self.rates.cer:.2%}  RTF {self.rtf:.4f}")
+
+    def write_pairs(self, path: str) -> None:
+        """Each utterance's audio, reference and hypothesis, as JSON lines."""
+        with open(path, "w") as f:
+            for pair in self.pairs:
+                f.write(json.dumps(pair) + "\n")
 
 
 def evaluate(transcriber: Transcriber, utterances: list[Utterance]) -> Report:

@@ -214,7 +214,7 @@ def main() -> int:
     parser.add_argument("--chunk-ms", type=float,
                         help="buffer size (default: the model's recommended chunk)")
     parser.add_argument("--utterances", type=int, default=40, help="real utterances to cycle")
-    parser.add_argument("--lm", help="final results: " + lm_help())
+    parser.add_argument("--lm", help=lm_help() + "; for final results")
     parser.add_argument("--json", help="also write the raw results here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # a model path: one run, JSON out
     args = parser.parse_args()

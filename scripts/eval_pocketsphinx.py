@@ -8,7 +8,6 @@ scores our models: same audio loading, text normalisation, WER/CER and real-time
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 from pocketsphinx import Decoder
@@ -46,9 +45,7 @@ def main() -> None:
     report = evaluate(PocketSphinx(), utterances)
     print(report.summary())
     if args.output:
-        with open(args.output, "w") as f:
-            for pair in report.pairs:
-                f.write(json.dumps(pair) + "\n")
+        report.write_pairs(args.output)
 
 
 if __name__ == "__main__":

@@ -42,14 +42,13 @@ def curves(runs: list[Path]) -> tuple[dict[str, np.ndarray], list[float]]:
     offset = 0.0
     for run in runs:
         steps, epochs = read_stage(run)
-        steps_per_epoch = epochs[0]["step"]
-        first_step = steps[0]["step"] - steps[0]["step"] % steps_per_epoch if steps else 0
+        steps_per_epoch = epochs[0]["step"]  # every run counts steps and epochs from 0
         starts.append(offset)
         for record in steps:
-            xs.append(offset + (record["step"] - first_step) / steps_per_epoch)
+            xs.append(offset + record["step"] / steps_per_epoch)
             losses.append(record["loss"])
         for record in epochs:
-            dev_x.append(offset + record["epoch"] - epochs[0]["epoch"] + 1)
+            dev_x.append(offset + record["epoch"])
             wer.append(100 * record["dev_wer"])
             cer.append(100 * record["dev_cer"])
         offset = dev_x[-1]

@@ -19,15 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from asr.defaults import (
-    BEAM_SIZE,
-    LM_WEIGHT,
-    STREAMING_MODEL,
-    STREAMING_MODEL_INT8,
-    WORD_SCORE,
-    language_model,
-    lm_help,
-)
+from asr.defaults import STREAMING_MODEL, STREAMING_MODEL_INT8, add_lm_options, lm_options
 
 _CLEAR_LINE = "\r\033[K"
 _REPORT_SECONDS = 2.0  # at most one input-overflow warning this often
@@ -73,11 +65,7 @@ def add_listen_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
                    f"{STREAMING_MODEL.name}, or {STREAMING_MODEL_INT8.name} with --int8)")
     p.add_argument("--int8", action="store_true", help="use the bundled int8 model (faster)")
     p.add_argument("--threads", type=int, default=1, metavar="N", help="onnxruntime CPU threads")
-    p.add_argument("--lm", metavar="LM", help="final results only (partial results are always "
-                   "greedy): " + lm_help())
-    p.add_argument("--beam-size", type=int, default=BEAM_SIZE, metavar="N")
-    p.add_argument("--lm-weight", type=float, default=LM_WEIGHT, metavar="W")
-    p.add_argument("--word-score", type=float, default=WORD_SCORE, metavar="S")
+    add_lm_options(p, "; for final results only (partial results are always greedy)")
     p.add_argument("--format", choices=("text", "jsonl"), default="text",
                    help="text: one line per utterance; jsonl: one JSON object per utterance "
                    'with "text", "start", "end" and "words" (word, start, end), times in '
@@ -184,8 +172,7 @@ def _listen(args: argparse.Namespace) -> int:
                               max_utterance=args.max_utterance)
     try:
         recognizer = StreamingRecognizer(model=model, endpoint=endpoint, threads=args.threads,
-                                         lm=language_model(args.lm), beam_size=args.beam_size,
-                                         lm_weight=args.lm_weight, word_score=args.word_score)
+                                         **lm_options(args))
     except Exception as error:  # not an ONNX file, or not a streaming model
         print(f"asr listen: cannot load the recogniser ({model.name}): {error}", file=sys.stderr)
         return 2

@@ -1,11 +1,17 @@
-"""Shared test helpers: where the shared speech data is, and real utterances from it."""
+"""Shared test helpers: the README's example recording, and real utterances of the shared
+speech data."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from asr.corpora import Utterance, read_manifest
 from asr.defaults import SHARED_SPEECH
+
+# "he could not see himself": a held-out speaker the bundled models recognise exactly
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example.wav"
 
 
 def shared_utterances(folder: str, count: int, max_duration: float = 6.0) -> list[Utterance]:

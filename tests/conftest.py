@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from common import EXAMPLE
 
 from asr.defaults import STREAMING_MODEL
 
-# The README's example, 3 s: "he could not see himself" (a held-out speaker the bundled models
-# recognise exactly, so a capture offset or resampling does not turn one word into another)
-SPEECH_CLIP = Path(__file__).resolve().parents[1] / "examples" / "example.wav"
 PAD_SECONDS = 0.5
 
 
@@ -23,7 +21,9 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     pad = np.zeros(round(PAD_SECONDS * SAMPLE_RATE), dtype=np.float32)
     path = tmp_path_factory.mktemp("speech") / "utterance.wav"
-    sf.write(path, np.concatenate([pad, load_audio(SPEECH_CLIP), pad]), SAMPLE_RATE,
+    # the README's example: recognised exactly, so a capture offset or resampling does not
+    # turn one word into another
+    sf.write(path, np.concatenate([pad, load_audio(EXAMPLE), pad]), SAMPLE_RATE,
              subtype="PCM_16")
     return path
 

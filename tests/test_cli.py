@@ -3,12 +3,11 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from common import shared_utterances
+from common import EXAMPLE, shared_utterances
 
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.defaults import OFFLINE_MODEL
@@ -46,9 +45,6 @@ def test_help_teaches():
     for command in ("transcribe", "evaluate", "train", "export"):
         assert command in out
     assert "--format" in asr("transcribe", "--help").stdout
-
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example.wav"
 
 
 @pytest.mark.parametrize("options", [(), ("--streaming", "--int8")])
