@@ -1,4 +1,5 @@
-"""Training-time augmentation: speed perturbation, noise mixing, SpecAugment."""
+"""Training-time augmentation: speed perturbation, random leading and trailing silence, noise
+mixing, faint noise under everything, SpecAugment."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import Tensor
 from asr.audio import SAMPLE_RATE, load_audio, resample
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+FLOOR_NOISE_DBFS = (-90.0, -50.0)  # microphone self-noise to dither: digital silence is rare
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class AugmentConfig:
     freq_width: int = 15  # mel bins
     time_masks: int = 0
     time_width: float = 0.05  # the most of an utterance one time mask covers
+    lead_silence: float = 0.0  # up to this many seconds of silence before the speech
+    trail_silence: float = 0.0  # and after it; a random start makes the model shift-invariant
+    floor_noise_prob: float = 0.0  # chance of faint noise (FLOOR_NOISE_DBFS) under everything
 
 
 def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
@@ -54,7 +59,7 @@ def mix_at_snr(audio: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
 
 
 class WaveformAugmenter:
-    """Applies speed perturbation and noise to one utterance, from a given random generator."""
+    """Applies the waveform augmentations to one utterance, from a given random generator."""
 
     def __init__(self, config: AugmentConfig) -> None:
         self.config = config
@@ -69,10 +74,17 @@ class WaveformAugmenter:
             factor = float(rng.choice(self.config.speeds))
             if factor != 1.0:
                 audio = speed_perturb(audio, factor)
+        if self.config.lead_silence or self.config.trail_silence:
+            lead = round(rng.uniform(0, self.config.lead_silence) * SAMPLE_RATE)
+            trail = round(rng.uniform(0, self.config.trail_silence) * SAMPLE_RATE)
+            audio = np.pad(audio, (lead, trail))
         if rng.random() < self.config.noise_prob:
             noise = (load_audio(self.noise_files[rng.integers(len(self.noise_files))])
                      if self.noise_files else coloured_noise(len(audio), rng))
             audio = mix_at_snr(audio, noise, rng.uniform(*self.config.snr_db))
+        if rng.random() < self.config.floor_noise_prob:
+            level = 10 ** (rng.uniform(*FLOOR_NOISE_DBFS) / 20)
+            audio = (audio + level * coloured_noise(len(audio), rng)).astype(np.float32)
         return audio
 
 

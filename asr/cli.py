@@ -183,6 +183,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--snr", type=float, nargs=2, default=(5.0, 30.0), metavar=("LOW", "HIGH"))
     g.add_argument("--spec-augment", action="store_true",
                    help="2 frequency masks (up to 15 bins) and 2 time masks (up to 5%%)")
+    g.add_argument("--pad-silence", type=float, nargs=2, default=(0.0, 0.0),
+                   metavar=("LEAD", "TRAIL"),
+                   help="random silence of up to LEAD s before and TRAIL s after each utterance, "
+                        "so the output does not depend on where the audio starts (e.g. 0.5 0.3)")
+    g.add_argument("--floor-noise-prob", type=float, default=0.0,
+                   help="share of utterances with faint noise (-90 to -50 dBFS) under everything")
     g = p.add_argument_group("running")
     g.add_argument("--workers", type=int, default=2, help="data-loading processes")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
@@ -208,7 +214,10 @@ def _run_train(args: argparse.Namespace) -> int:
                        bidirectional=not args.unidirectional, dropout=args.dropout),
         augment=AugmentConfig(speeds=(0.9, 1.0, 1.1) if args.speed_perturb else (),
                               noise_prob=args.noise_prob, noise_dir=args.noise_dir,
-                              snr_db=tuple(args.snr), freq_masks=spec, time_masks=spec),
+                              snr_db=tuple(args.snr), freq_masks=spec, time_masks=spec,
+                              lead_silence=args.pad_silence[0],
+                              trail_silence=args.pad_silence[1],
+                              floor_noise_prob=args.floor_noise_prob),
         epochs=args.epochs, batch_seconds=args.batch_seconds, max_duration=args.max_duration,
         lr=args.lr, warmup_steps=args.warmup_steps, clip=args.clip, seed=args.seed,
         sortagrad=not args.no_sortagrad,

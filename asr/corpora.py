@@ -21,7 +21,7 @@ class Utterance:
     """One recording and its transcript."""
 
     audio: Path  # absolute path to the audio file
-    text: str  # normalised with asr.text.normalize_text
+    text: str  # normalised with asr.text.normalize_text; "" for silence or noise only
     duration: float  # seconds
     speaker: str = ""
 
@@ -52,30 +52,35 @@ def _parse_manifest_line(line: str, base: Path, where: str) -> Utterance | None:
         raise CorpusError(f"{where}: not valid JSON ({error})") from None
     if not isinstance(entry, dict):
         raise CorpusError(f"{where}: expected a JSON object, got {type(entry).__name__}")
-    for key in ("audio", "text", "duration"):
+    for key in ("audio", "text"):
         if key not in entry:
             raise CorpusError(f"{where}: missing {key!r}")
-    audio, text, duration = entry["audio"], entry["text"], entry["duration"]
+    audio, text, duration = entry["audio"], entry["text"], entry.get("duration")
     speaker = entry.get("speaker", "")
     if not isinstance(audio, str) or not audio:
         raise CorpusError(f"{where}: 'audio' must be a non-empty string")
     if not isinstance(text, str):
         raise CorpusError(f"{where}: 'text' must be a string")
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration <= 0:
+    if duration is not None and (isinstance(duration, bool)
+                                 or not isinstance(duration, (int, float)) or duration <= 0):
         raise CorpusError(f"{where}: 'duration' must be a positive number of seconds")
     if not isinstance(speaker, str):
         raise CorpusError(f"{where}: 'speaker' must be a string")
-    text = normalize_text(text)
-    if not text:
-        return None
-    return Utterance(_absolute(base / audio), text, float(duration), speaker)
+    normalised = normalize_text(text)
+    if text.strip() and not normalised:
+        return None  # nothing transcribable left (punctuation only); "" labels silence
+    path = _absolute(base / audio)
+    if duration is None:
+        duration = _audio_duration(path, where)
+    return Utterance(path, normalised, float(duration), speaker)
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
     """Read a JSON-lines manifest; relative audio paths are relative to its folder.
 
-    Each line holds `audio`, `text`, `duration` and optionally `speaker`; other keys are
-    ignored, blank lines skipped. Raises `CorpusError` naming the file and line of a bad entry.
+    Each line holds `audio`, `text`, and optionally `duration` (seconds; read from the audio
+    file's header when missing) and `speaker`; other keys are ignored, blank lines skipped.
+    Raises `CorpusError` naming the file and line of a bad entry.
     """
     path = Path(path)
     try:
