@@ -8,6 +8,7 @@ OFFLINE_MODEL = ASSETS / "offline.pt"
 STREAMING_MODEL = ASSETS / "streaming" / "model.onnx"
 STREAMING_MODEL_INT8 = ASSETS / "streaming" / "model.int8.onnx"
 LANGUAGE_MODEL = ASSETS / "lm.bin"
+OFFLINE_MODEL_TYPE = "lstm-ctc-offline"  # ONNX metadata `model_type` of an exported offline model
 
 # beam search with the language model (tuned on the held-out dev split)
 BEAM_SIZE = 32

@@ -1,4 +1,4 @@
-"""Checks that an exported streaming model computes what the PyTorch model computes."""
+"""Checks that an exported (streaming or offline) model computes what the PyTorch model computes."""
 
 from __future__ import annotations
 
@@ -34,11 +34,43 @@ def pad_to_steps(audio: np.ndarray, model: CTCModel) -> np.ndarray:
     return np.pad(audio, (0, (-len(audio)) % step)).astype(np.float32)
 
 
+def pad_batch(recordings: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Recordings right-padded with zeros into `[B, N]` float32, and their lengths (int64):
+    the offline model's inputs."""
+    longest = max(len(audio) for audio in recordings)
+    audio = np.stack([np.pad(a, (0, longest - len(a))) for a in recordings]).astype(np.float32)
+    return audio, np.array([len(a) for a in recordings], dtype=np.int64)
+
+
+def run_offline(session: ort.InferenceSession,
+                recordings: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Each recording's valid `[T, V]` log-probabilities from one padded-batch run of an
+    offline model."""
+    audio, lengths = pad_batch(recordings)
+    log_probs, frames = session.run(None, {"audio": audio, "audio_lengths": lengths})
+    return [item[:n] for item, n in zip(log_probs, frames, strict=True)]
+
+
 @torch.no_grad()
+def torch_batch_log_probs(model: CTCModel, recordings: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """What `run_offline` gives, computed by the PyTorch model on the same padded batch."""
+    audio, lengths = pad_batch(recordings)
+    log_probs, frames = model.eval().transcribe_audio(torch.from_numpy(audio),
+                                                      torch.from_numpy(lengths))
+    return [item[:n].numpy() for item, n in zip(log_probs, frames, strict=True)]
+
+
 def torch_log_probs(model: CTCModel, audio: np.ndarray) -> np.ndarray:
-    samples = torch.from_numpy(audio)[None]
-    log_probs, _ = model.eval().transcribe_audio(samples, torch.tensor([len(audio)]))
-    return log_probs[0].numpy()
+    """The PyTorch model's `[T, V]` log-probabilities of one recording."""
+    return torch_batch_log_probs(model, [audio])[0]
+
+
+def offline_max_abs_diff(session: ort.InferenceSession, model: CTCModel,
+                         recordings: Sequence[np.ndarray]) -> float:
+    """Largest |ONNX - PyTorch| over every item's valid frames of one padded batch."""
+    pairs = zip(run_offline(session, recordings), torch_batch_log_probs(model, recordings),
+                strict=True)
+    return max(max_abs_diff(a, b) for a, b in pairs)
 
 
 def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
