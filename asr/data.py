@@ -1,20 +1,100 @@
-"""Training batches: an utterance dataset with augmentation and a duration-bucketing sampler."""
+"""Training batches: an utterance dataset with augmentation and a duration-bucketing sampler.
+
+A recording that cannot be read never stops training: `check_audio` finds the missing and
+unreadable ones before the first step, and one that fails later is left out of its batch
+(`Batch.errors` says which and why).
+"""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import soundfile as sf
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from asr.audio import load_audio
+from asr.audio import AudioError, load_audio
 from asr.augment import AugmentConfig, WaveformAugmenter
 from asr.corpora import Utterance
 from asr.text import Vocabulary
 
-Batch = tuple[Tensor, Tensor, Tensor, Tensor]  # audio, audio lengths, targets, target lengths
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # save and stop; DataLoader workers ignore them
+CHECK_THREADS = 8  # header reads in flight (file systems over a network answer slowly)
+
+
+class Item(NamedTuple):
+    """One utterance of a `SpeechDataset`; `audio` is None when it could not be read."""
+
+    index: int
+    audio: Tensor | None
+    target: Tensor
+    error: str = ""
+
+
+class Batch(NamedTuple):
+    """Right-padded audio `[B, N]`, targets concatenated as CTC expects, the dataset indices of
+    the rows, and why the items left out could not be read."""
+
+    audio: Tensor
+    audio_lengths: Tensor
+    targets: Tensor
+    target_lengths: Tensor
+    indices: list[int]
+    errors: list[str]
+
+
+def audio_problem(path: Path) -> str | None:
+    """Why `path` cannot be training audio, judged from its header; None when it looks fine.
+    A file libsndfile cannot open is decoded in full (it may be one for ffmpeg)."""
+    try:
+        if path.stat().st_size == 0:
+            return f"{path}: the file is empty"
+        if sf.info(path).frames > 0:
+            return None
+        return f"{path}: contains no audio samples"
+    except FileNotFoundError:
+        return f"{path}: no such file"
+    except OSError as error:
+        return f"{path}: {error.strerror or error}"
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        try:
+            load_audio(path)
+        except AudioError as error:
+            return str(error)
+    return None
+
+
+def check_audio(utterances: Sequence[Utterance]) -> tuple[list[Utterance], list[str]]:
+    """The utterances whose audio looks readable, and the problems of the others, in order."""
+    with ThreadPoolExecutor(CHECK_THREADS) as pool:
+        problems = list(pool.map(audio_problem, [u.audio for u in utterances]))
+    good = [u for u, problem in zip(utterances, problems, strict=True) if problem is None]
+    return good, [problem for problem in problems if problem is not None]
+
+
+def start_workers(loader: DataLoader) -> Iterator[Batch]:
+    """`iter(loader)`: its worker processes start with SIGTERM and SIGINT held back (pending)
+    until `ignore_stop_signals` runs in them, so that a signal to the whole process group (from
+    systemd, SLURM, Kubernetes or Ctrl-C) reaches only the main process, which saves and then
+    stops the workers itself."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader `worker_init_fn` for `start_workers`: the worker ignores SIGTERM and SIGINT."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 class SpeechDataset(Dataset):
@@ -35,21 +115,29 @@ class SpeechDataset(Dataset):
     def __len__(self) -> int:
         return len(self.utterances)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        audio = load_audio(self.utterances[index].audio)
+    def __getitem__(self, index: int) -> Item:
+        target = torch.tensor(self.targets[index], dtype=torch.long)
+        try:
+            audio = load_audio(self.utterances[index].audio)
+        except (AudioError, OSError) as error:
+            return Item(index, None, target, str(error))
         if self.augmenter:
             audio = self.augmenter(audio, np.random.default_rng([self.seed, self.epoch, index]))
-        return torch.from_numpy(audio), torch.tensor(self.targets[index], dtype=torch.long)
+        return Item(index, torch.from_numpy(audio), target)
 
 
-def collate(items: list[tuple[Tensor, Tensor]]) -> Batch:
-    """Right-pad audio into `[B, N]`; concatenate targets as CTC expects."""
-    audio_lengths = torch.tensor([len(a) for a, _ in items])
-    audio = torch.zeros(len(items), int(audio_lengths.max()))
-    for i, (a, _) in enumerate(items):
-        audio[i, : len(a)] = a
-    target_lengths = torch.tensor([len(t) for _, t in items])
-    return audio, audio_lengths, torch.cat([t for _, t in items]), target_lengths
+def collate(items: list[Item]) -> Batch:
+    """Right-pad the readable items' audio into a `Batch`; the others only leave their error."""
+    good = [item for item in items if item.audio is not None]
+    audio_lengths = torch.tensor([len(item.audio) for item in good], dtype=torch.long)
+    audio = torch.zeros(len(good), max(audio_lengths.tolist(), default=0))
+    for row, item in enumerate(good):
+        audio[row, : len(item.audio)] = item.audio
+    targets = [item.target for item in good]
+    return Batch(audio, audio_lengths, torch.cat([torch.zeros(0, dtype=torch.long), *targets]),
+                 torch.tensor([len(t) for t in targets], dtype=torch.long),
+                 [item.index for item in good],
+                 [item.error for item in items if item.audio is None])
 
 
 class BucketBatchSampler(Sampler[list[int]]):

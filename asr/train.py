@@ -2,8 +2,12 @@
 
 Files in the output folder: `config.json`, `last.pt` (everything needed to resume),
 `model.pt` (the model with the lowest dev CTC loss so far: early in training
-WER favours models that say little), `metrics.jsonl` (one JSON object per
-logged step or epoch, for plotting).
+WER favours models that say little; without a dev set, the latest epoch's model),
+`metrics.jsonl` (one JSON object per logged step or epoch, for plotting).
+
+A run survives what clusters do to it: SIGTERM or SIGINT, to the main process or to the whole
+process group, saves `last.pt` and stops; recordings that cannot be read are left out with a
+warning; after a kill, `--resume` drops the metrics logged after the last save.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +33,7 @@ from tqdm import tqdm
 
 from asr.augment import AugmentConfig, spec_augment
 from asr.checkpoint import (
+    ModelFileError,
     atomic_save,
     load_file,
     load_model,
@@ -36,13 +42,26 @@ from asr.checkpoint import (
     save_model,
 )
 from asr.corpora import Utterance, read_corpus, split_by_speaker, total_hours
-from asr.data import BucketBatchSampler, SpeechDataset, collate
+from asr.data import (
+    STOP_SIGNALS,
+    Batch,
+    BucketBatchSampler,
+    SpeechDataset,
+    check_audio,
+    collate,
+    ignore_stop_signals,
+    start_workers,
+)
 from asr.decode import greedy_decode
 from asr.defaults import PRECISIONS
 from asr.metrics import ErrorRates
 from asr.model import CTCModel, ModelDims
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "model.pt", "metrics.jsonl", "config.json"
+# what last.pt holds: metrics_bytes is the length of metrics.jsonl when it was saved
+STATE_KEYS = {"model", "optimizer", "scheduler", "progress", "rng", "config", "metrics_bytes"}
+SHOWN_PROBLEMS = 5  # unreadable recordings named before training starts
+T = TypeVar("T")
 
 
 @dataclass
@@ -92,6 +111,8 @@ class Progress:
     step: int = 0
     best_loss: float = math.inf  # dev CTC loss of model.pt
     seconds: float = 0.0  # training time over all runs
+    loss_sum: float = 0.0  # training loss summed over this epoch's steps
+    loss_steps: int = 0  # steps in loss_sum
 
 
 class _Run:
@@ -120,6 +141,14 @@ class _Run:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
 
+    def share(self, obj: T) -> T:
+        """Rank 0's `obj` on every rank."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
@@ -134,6 +163,21 @@ def load_utterances(paths: list[str], max_duration: float) -> list[Utterance]:
     return [u for u in utterances if u.duration <= max_duration]
 
 
+def readable(run: _Run, utterances: list[Utterance], name: str) -> list[Utterance]:
+    """`utterances` less those whose audio is missing or unreadable (rank 0 checks and says
+    which, every rank gets its list)."""
+    if not run.main:
+        return run.share([])
+    good, problems = check_audio(utterances)
+    if problems:
+        more = len(problems) - SHOWN_PROBLEMS
+        print(f"leaving out {len(problems)} of {len(utterances)} {name} utterances whose audio "
+              "cannot be read:", *problems[:SHOWN_PROBLEMS], *([f"... and {more} more"]
+                                                               if more > 0 else []),
+              sep="\n  ", file=sys.stderr)
+    return run.share(good)
+
+
 @torch.no_grad()
 def feature_stats(model: CTCModel, utterances: list[Utterance], count: int, seed: int,
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,12 +188,16 @@ def feature_stats(model: CTCModel, utterances: list[Utterance], count: int, seed
     squares = torch.zeros_like(total)
     frames_seen = 0
     for i in picks:
-        audio, _ = dataset[int(i)]
+        audio = dataset[int(i)].audio
+        if audio is None:
+            continue
         frames, _ = model.log_mel(audio[None], torch.tensor([len(audio)]))
         frames = frames[0].double()
         total += frames.sum(0)
         squares += (frames**2).sum(0)
         frames_seen += len(frames)
+    if not frames_seen:
+        raise ValueError("none of the sampled training recordings could be read")
     mean = total / frames_seen
     std = (squares / frames_seen - mean**2).clamp_min(1e-8).sqrt()
     return mean.float(), std.float()
@@ -157,26 +205,31 @@ def feature_stats(model: CTCModel, utterances: list[Utterance], count: int, seed
 
 @torch.no_grad()
 def validate(model: CTCModel, utterances: list[Utterance], batch_seconds: float,
-             device: torch.device) -> tuple[ErrorRates, float]:
-    """Greedy WER/CER and mean CTC loss of `model` on `utterances`."""
+             device: torch.device, errors: list[str]) -> tuple[ErrorRates, float]:
+    """Greedy WER/CER and mean CTC loss of `model` on `utterances`; those that cannot be read
+    are left out and their errors added to `errors`."""
     model.eval()
     dataset = SpeechDataset(utterances, model.vocab)
     sampler = BucketBatchSampler([u.duration for u in utterances], batch_seconds, shuffle=False)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=0,
                         generator=torch.Generator())
-    rates, loss_sum = ErrorRates(), 0.0
-    for indices, (audio, audio_lengths, targets, target_lengths) in zip(sampler, loader,
-                                                                        strict=True):
-        log_probs, lengths = model.transcribe_audio(audio.to(device), audio_lengths)
+    rates, loss_sum, count = ErrorRates(), 0.0, 0
+    for batch in loader:
+        errors += batch.errors
+        if not batch.indices:
+            continue
+        log_probs, lengths = model.transcribe_audio(batch.audio.to(device), batch.audio_lengths)
         loss_sum += nn.functional.ctc_loss(
-            log_probs.float().transpose(0, 1), targets, lengths.cpu(), target_lengths,
-            blank=model.vocab.blank_id, reduction="sum", zero_infinity=True).item()
-        for row, index in enumerate(indices):
+            log_probs.float().transpose(0, 1), batch.targets, lengths.cpu(),
+            batch.target_lengths, blank=model.vocab.blank_id, reduction="sum",
+            zero_infinity=True).item()
+        count += len(batch.indices)
+        for row, index in enumerate(batch.indices):
             hyp = greedy_decode(log_probs[row, : lengths[row]].float().cpu().numpy(),
                                 model.vocab, model.frame_seconds)
             rates.add(utterances[index].text, hyp.text)
     model.train()
-    return rates, loss_sum / max(len(utterances), 1)
+    return rates, loss_sum / max(count, 1)
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -201,14 +254,12 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 class _StopFlag:
     """Within `with`, SIGTERM/SIGINT become a request to save and stop at the next step."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
     def __init__(self) -> None:
-        self.requested = False
+        self.requested = ""  # the name of the signal received
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _StopFlag:
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -216,12 +267,26 @@ class _StopFlag:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        self.requested = True
+        self.requested = signal.Signals(signum).name
 
 
 def _log(path: Path, record: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def _load_state(path: Path) -> tuple[dict, TrainConfig]:
+    """The training state saved in `path` (last.pt) and its configuration."""
+    state = load_file(path)
+    missing = STATE_KEYS - set(state) if isinstance(state, dict) else STATE_KEYS
+    if missing:
+        raise ModelFileError(f"{path}: not a training checkpoint of this version of lstm-asr "
+                             f"(no {', '.join(sorted(missing))}); start a new run, with --init "
+                             "from it if it holds a model")
+    try:
+        return state, TrainConfig.from_dict(state["config"])
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ModelFileError(f"{path}: its training configuration is unusable ({error})") from None
 
 
 def train(config: TrainConfig, resume: bool = False) -> Progress:
@@ -230,8 +295,7 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
     out = Path(config.out_dir)
     checkpoint = None
     if resume and (out / LAST).is_file():
-        checkpoint = load_file(out / LAST, weights_only=False)
-        saved = TrainConfig.from_dict(checkpoint["config"])
+        checkpoint, saved = _load_state(out / LAST)
         config = replace(saved, epochs=config.epochs, max_minutes=config.max_minutes,
                          max_steps=config.max_steps, workers=config.workers,
                          threads=config.threads, precision=config.precision)
@@ -239,16 +303,16 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
 
-    train_set = load_utterances(config.train, config.max_duration)
+    train_set = readable(run, load_utterances(config.train, config.max_duration), "training")
     if config.dev:
-        dev_set = load_utterances(config.dev, config.max_duration)
+        dev_set = readable(run, load_utterances(config.dev, config.max_duration), "dev")
     else:
         train_set, dev_set = split_by_speaker(train_set, config.dev_fraction, config.seed)
     if not train_set:
         raise ValueError("no training utterances (check the manifests and --max-duration)")
 
     if checkpoint:
-        model = model_from_payload(checkpoint["model"])
+        model = model_from_payload(checkpoint["model"], out / LAST)
     elif config.init:
         model = load_model(config.init)
         if model.dims != config.dims:
@@ -276,26 +340,40 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
         scheduler.load_state_dict(checkpoint["scheduler"])
         progress = Progress(**checkpoint["progress"])
         torch.set_rng_state(checkpoint["rng"])
+        if run.main:  # drop what was logged after the save being resumed
+            _truncate(out / METRICS, checkpoint["metrics_bytes"])
     elif run.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG).write_text(json.dumps(asdict(config), indent=2))
 
     def save() -> None:
         if run.main:
+            metrics = out / METRICS
             atomic_save({"model": model_payload(model), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "progress": asdict(progress),
-                         "rng": torch.get_rng_state(), "config": asdict(config)}, out / LAST)
+                         "rng": torch.get_rng_state(), "config": asdict(config),
+                         "metrics_bytes": metrics.stat().st_size if metrics.is_file() else 0},
+                        out / LAST)
 
     if run.main:
-        print(f"training on {total_hours(train_set):.2f} h ({len(train_set)} utterances), "
-              f"dev {total_hours(dev_set):.2f} h ({len(dev_set)}), "
+        dev = (f"dev {total_hours(dev_set):.2f} h ({len(dev_set)})" if dev_set else
+               "no dev set (model.pt will be the latest epoch's)")
+        print(f"training on {total_hours(train_set):.2f} h ({len(train_set)} utterances), {dev}, "
               f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
               f"device {run.device}, {run.world} process(es)", file=sys.stderr)
     with _StopFlag() as stop:
         _loop(config, run, model, net, dataset, sampler, dev_set, optimizer, scheduler, progress,
               stop, save)
+    if stop.requested and run.main:
+        print(f"{stop.requested}: saved {out / LAST}", file=sys.stderr)
     run.close()
     return progress
+
+
+def _truncate(path: Path, size: int) -> None:
+    """Cut `path` back to `size` bytes if it is longer."""
+    if path.is_file() and path.stat().st_size > size:
+        os.truncate(path, size)
 
 
 def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
@@ -307,48 +385,41 @@ def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
     use_amp = use_bf16(config.precision, run.device)
     started = last_save = time.monotonic()
     seconds_before, steps_before = progress.seconds, progress.step
-    while progress.epoch < config.epochs:
+    while progress.epoch < config.epochs and not run.any(bool(stop.requested)):
         dataset.set_epoch(progress.epoch)
         sampler.set_epoch(progress.epoch, skip=progress.batch)
         # the loader's own generator keeps the global RNG (dropout) exact across resumes
         loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                             num_workers=config.workers, pin_memory=run.device.type == "cuda",
+                            worker_init_fn=ignore_stop_signals,
                             generator=torch.Generator().manual_seed(config.seed))
         bar = tqdm(total=len(sampler), initial=progress.batch, disable=not run.main,
                    desc=f"epoch {progress.epoch + 1}/{config.epochs}", unit="batch",
                    dynamic_ncols=True)
-        for audio, audio_lengths, targets, target_lengths in loader:
-            with torch.no_grad():
-                frames, frame_lengths = model.log_mel(audio.to(run.device, non_blocking=True),
-                                                      audio_lengths)
-                if config.augment.freq_masks or config.augment.time_masks:
-                    generator = torch.Generator().manual_seed(config.seed * 7919 + progress.step)
-                    frames = spec_augment(frames, frame_lengths, config.augment,
-                                          model.feature_mean, generator)
-            with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                log_probs, lengths = net(frames, frame_lengths.to(run.device))
-            loss = nn.functional.ctc_loss(
-                log_probs.float().transpose(0, 1), targets.to(run.device), lengths,
-                target_lengths.to(run.device), blank=model.vocab.blank_id, zero_infinity=True)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
-            optimizer.step()
+        unreadable: list[str] = []
+        for batch in start_workers(loader):
+            unreadable += batch.errors
+            progress.batch += 1
+            bar.update()
+            if run.any(not batch.indices):  # no readable audio in a batch (of some rank)
+                continue
+            loss, grad_norm = _step(config, run, model, net, batch, optimizer, use_amp,
+                                    progress.step)
             scheduler.step()
             progress.step += 1
-            progress.batch += 1
+            progress.loss_sum += loss
+            progress.loss_steps += 1
             progress.seconds = seconds_before + time.monotonic() - started
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
             if run.main and progress.step % config.log_every == 0:
                 _log(out / METRICS, {
-                    "step": progress.step, "epoch": progress.epoch, "loss": round(loss.item(), 4),
+                    "step": progress.step, "epoch": progress.epoch, "loss": round(loss, 4),
                     "grad_norm": round(grad_norm, 3), "lr": scheduler.get_last_lr()[0],
                     "seconds": round(progress.seconds, 1)})
             out_of_time = (config.max_minutes > 0
                            and time.monotonic() - started > config.max_minutes * 60)
             out_of_steps = config.max_steps > 0 and progress.step - steps_before >= config.max_steps
-            if run.any(out_of_time or out_of_steps or stop.requested):
+            if run.any(out_of_time or out_of_steps or bool(stop.requested)):
                 bar.close()
                 save()
                 return
@@ -359,18 +430,62 @@ def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
         progress.epoch += 1
         progress.batch = 0
         if run.main:
-            rates, dev_loss = validate(model, dev_set, config.batch_seconds, run.device)
-            record = {"step": progress.step, "epoch": progress.epoch,
-                      "dev_loss": round(dev_loss, 4), "dev_wer": round(rates.wer, 4),
-                      "dev_cer": round(rates.cer, 4), "seconds": round(progress.seconds, 1)}
-            _log(out / METRICS, record)
-            tqdm.write(f"epoch {progress.epoch}: dev loss {dev_loss:.3f}, WER {rates.wer:.2%}, "
-                       f"CER {rates.cer:.2%}", file=sys.stderr)
-            if dev_loss < progress.best_loss:
-                progress.best_loss = dev_loss
-                save_model(model, out / BEST, epoch=progress.epoch, dev_wer=rates.wer,
-                           dev_cer=rates.cer, hours=total_hours(dataset.utterances))
+            _end_epoch(config, run, model, dev_set, progress, unreadable,
+                       total_hours(dataset.utterances))
+        progress.loss_sum, progress.loss_steps = 0.0, 0
         save()
         last_save = time.monotonic()
         run.barrier()
 
+
+def _step(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module, batch: Batch,
+          optimizer: torch.optim.Optimizer, use_amp: bool, step: int) -> tuple[float, float]:
+    """One optimiser step on `batch`; returns its CTC loss and gradient norm."""
+    with torch.no_grad():
+        frames, frame_lengths = model.log_mel(batch.audio.to(run.device, non_blocking=True),
+                                              batch.audio_lengths)
+        if config.augment.freq_masks or config.augment.time_masks:
+            generator = torch.Generator().manual_seed(config.seed * 7919 + step)
+            frames = spec_augment(frames, frame_lengths, config.augment, model.feature_mean,
+                                  generator)
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        log_probs, lengths = net(frames, frame_lengths.to(run.device))
+    loss = nn.functional.ctc_loss(
+        log_probs.float().transpose(0, 1), batch.targets.to(run.device), lengths,
+        batch.target_lengths.to(run.device), blank=model.vocab.blank_id, zero_infinity=True)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
+    optimizer.step()
+    return loss.item(), grad_norm
+
+
+def _end_epoch(config: TrainConfig, run: _Run, model: CTCModel, dev_set: list[Utterance],
+               progress: Progress, unreadable: list[str], hours: float) -> None:
+    """Rank 0 after an epoch: log and print the training loss (and the dev loss, WER and CER),
+    warn about recordings that could not be read, and write model.pt when it is the best so
+    far by dev loss (every epoch without a dev set)."""
+    out = Path(config.out_dir)
+    train_loss = progress.loss_sum / max(progress.loss_steps, 1)
+    record = {"step": progress.step, "epoch": progress.epoch, "train_loss": round(train_loss, 4)}
+    message = f"epoch {progress.epoch}: train loss {train_loss:.3f}"
+    info: dict = {"epoch": progress.epoch, "hours": hours}
+    best = True
+    if dev_set:
+        rates, dev_loss = validate(model, dev_set, config.batch_seconds, run.device, unreadable)
+        record |= {"dev_loss": round(dev_loss, 4), "dev_wer": round(rates.wer, 4),
+                   "dev_cer": round(rates.cer, 4)}
+        message += f", dev loss {dev_loss:.3f}, WER {rates.wer:.2%}, CER {rates.cer:.2%}"
+        info |= {"dev_wer": rates.wer, "dev_cer": rates.cer}
+        best = dev_loss < progress.best_loss
+        if best:
+            progress.best_loss = dev_loss
+    if unreadable:
+        record["unreadable"] = len(unreadable)
+    _log(out / METRICS, {**record, "seconds": round(progress.seconds, 1)})
+    tqdm.write(message, file=sys.stderr)
+    if unreadable:
+        tqdm.write(f"epoch {progress.epoch}: left out {len(unreadable)} utterance(s) whose audio "
+                   f"could not be read, first {unreadable[0]}", file=sys.stderr)
+    if best:
+        save_model(model, out / BEST, **info)

@@ -63,8 +63,8 @@ def test_resume_continues_exactly(tmp_path, few_utterances):
     assert first.epoch == 0 and first.step == 2  # stopped mid-epoch
     resumed = train(small_config(manifest, tmp_path / "b"), resume=True)
     assert resumed.step == straight.step
-    a = load_file(tmp_path / "a" / "last.pt", weights_only=False)["model"]["state_dict"]
-    b = load_file(tmp_path / "b" / "last.pt", weights_only=False)["model"]["state_dict"]
+    a = load_file(tmp_path / "a" / "last.pt")["model"]["state_dict"]
+    b = load_file(tmp_path / "b" / "last.pt")["model"]["state_dict"]
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
 
