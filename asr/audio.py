@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +35,8 @@ def _read_ffmpeg(path: Path, sample_rate: int) -> np.ndarray:
            "-f", "f32le", "-ac", "1", "-ar", str(sample_rate), "-"]
     result = subprocess.run(cmd, capture_output=True, check=False)
     if result.returncode != 0:
-        raise AudioError(f"{path}: ffmpeg could not decode it: {result.stderr.decode().strip()}")
+        message = os.fsdecode(result.stderr).strip()  # it may quote a name that isn't UTF-8
+        raise AudioError(f"{path}: ffmpeg could not decode it: {message}")
     return np.frombuffer(result.stdout, dtype=np.float32).copy()
 
 
@@ -49,7 +51,8 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: the file is empty")
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        # as bytes: soundfile encodes a str name strictly, failing on names that aren't UTF-8
+        data, rate = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
         samples = resample(to_mono(data), rate, sample_rate)
     except (sf.LibsndfileError, RuntimeError, TypeError) as error:
         if shutil.which("ffmpeg") is None:

@@ -14,9 +14,8 @@ from asr.defaults import (
     add_lm_options,
     lm_options,
 )
+from asr.formats import FORMATS, printable
 from streaming.listen import add_listen_parser
-
-FORMAT_CHOICES = ("text", "json", "jsonl", "srt", "vtt")
 
 
 def _add_decoding_options(p: argparse.ArgumentParser) -> None:
@@ -25,13 +24,19 @@ def _add_decoding_options(p: argparse.ArgumentParser) -> None:
                    "--streaming the bundled streaming ONNX model)")
     g.add_argument("--streaming", action="store_true",
                    help="run the streaming (unidirectional ONNX) engine instead")
-    g.add_argument("--int8", action="store_true", help="with --streaming: the int8 model")
+    g.add_argument("--int8", action="store_true",
+                   help="with --streaming: the bundled int8 model (the offline model has none)")
     add_lm_options(g, "; with --streaming it decodes final results")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
 
 
 def _engine(args: argparse.Namespace):
-    """A callable `(path, audio) -> FileResult` for the chosen recogniser, and its name."""
+    """The chosen recogniser (`asr.transcribe.Recognizer` or a `StreamingRecognizer`)."""
+    if args.int8 and not args.streaming:
+        raise ValueError("--int8 needs --streaming: the offline model runs in float32 only")
+    if args.int8 and args.model:
+        raise ValueError("--int8 picks the bundled int8 model; with --model give the int8 "
+                         "ONNX file itself")
     import torch
 
     if args.threads:
@@ -51,64 +56,73 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
         "transcribe", help="transcribe audio files",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Transcribe recordings (wav, flac, ogg/opus, mp3, ...; any rate and channel "
-        "count). The model is loaded once and files are batched. A file that cannot be read is "
-        "reported on stderr, the others are still transcribed, and the exit status is 1.",
+        "count). The model is loaded once and files are batched. A file that cannot be read (or "
+        "whose output cannot be written) is reported on stderr, the others are still "
+        "transcribed, and the exit status is 1; bad options exit with 2. Bytes of file names "
+        "that are not UTF-8 are shown as \\xNN in the output.",
         epilog="examples:\n  asr transcribe talk.wav\n  asr transcribe *.flac --format jsonl"
         "\n  asr transcribe film.mp3 --format srt > film.srt\n"
         "  asr transcribe call.wav --streaming --int8")
     p.add_argument("files", nargs="+", help="audio files")
-    p.add_argument("--format", choices=FORMAT_CHOICES, default="text",
-                   help="text: the transcript (path<TAB>text for several files); json/jsonl: "
-                   "path, text, duration and words with start/end seconds; srt/vtt: subtitles")
-    p.add_argument("--output-dir", help="write FILE_STEM.FORMAT per input here instead of stdout "
-                   "(needed for srt/vtt with several files)")
+    p.add_argument("--format", choices=FORMATS, default="text",
+                   help="text: the transcript (path<TAB>text for several files); json: one "
+                   "array of objects, jsonl: one object a line, each with path, text, duration "
+                   "and words with start/end seconds; srt/vtt: subtitles")
+    p.add_argument("--output-dir", help="write one file per input into this folder instead of "
+                   "stdout, and list each on stderr: STEM.EXT with EXT txt, json (one object), "
+                   "jsonl, srt or vtt; inputs that share a stem keep their whole name "
+                   "(a/x.wav, b/x.flac: x.wav.txt, x.flac.txt), a name given twice gets a "
+                   "number (x.wav.2.txt). Needed for srt/vtt with several files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _add_decoding_options(p)
     p.set_defaults(run=_run_transcribe)
 
 
 def _run_transcribe(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
     from tqdm import tqdm
 
-    from asr.formats import render
-    from asr.results import FileError, FileResult
+    from asr.formats import output_names, render, to_dict
+    from asr.results import FileError
 
     several = len(args.files) > 1
     if several and args.format in ("srt", "vtt") and not args.output_dir:
-        print(f"asr transcribe: --format {args.format} with several files needs --output-dir",
-              file=sys.stderr)
-        return 2
+        raise ValueError(f"--format {args.format} with several files needs --output-dir")
     engine = _engine(args)
+    folder = Path(args.output_dir) if args.output_dir else None
+    if folder:
+        folder.mkdir(parents=True, exist_ok=True)
+        names = output_names(args.files, args.format)
+    else:
+        names = [""] * len(args.files)
     bar = tqdm(total=len(args.files), unit="file", disable=args.no_progress or not several,
                file=sys.stderr)
     failed, collected = 0, []
-    for item in engine.transcribe_files(args.files, on_file=bar.update):
+    items = engine.transcribe_files(args.files, on_file=bar.update)
+    for name, item in zip(names, items, strict=True):
         if isinstance(item, FileError):
             failed += 1
-            bar.write(f"asr transcribe: {item.message}", file=sys.stderr)
-            continue
-        assert isinstance(item, FileResult)
-        if args.format == "json":
-            collected.append(item.to_dict())
-        elif args.output_dir:
-            out = Path(args.output_dir) / f"{Path(item.path).stem}.{args.format}"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(render(item, args.format, several=False))
+            bar.write(f"asr transcribe: {printable(item.message)}", file=sys.stderr)
+        elif folder:
+            target = folder / name
+            try:
+                target.write_text(render(item, args.format, several=False), encoding="utf-8")
+            except OSError as error:
+                failed += 1
+                bar.write(f"asr transcribe: {printable(str(error))}", file=sys.stderr)
+            else:
+                bar.write(f"asr transcribe: {printable(item.path)} -> {printable(str(target))}",
+                          file=sys.stderr)
+        elif args.format == "json":
+            collected.append(to_dict(item))
         else:
             sys.stdout.write(render(item, args.format, several))
             sys.stdout.flush()
     bar.close()
-    if args.format == "json":
-        import json
-
-        text = json.dumps(collected, indent=2) + "\n"
-        if args.output_dir:
-            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-            (Path(args.output_dir) / "transcripts.json").write_text(text)
-        else:
-            sys.stdout.write(text)
+    if args.format == "json" and not folder:
+        sys.stdout.write(json.dumps(collected, indent=2) + "\n")
     if failed:
         print(f"asr transcribe: {failed} of {len(args.files)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
@@ -120,8 +134,10 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Transcribe every utterance of the corpora (manifest .jsonl, LibriSpeech "
         "folder or Common Voice .tsv) and print WER, CER and the real-time factor (processing "
-        "time over audio duration; audio decoding not counted).")
-    p.add_argument("corpora", nargs="+")
+        "time over audio duration; audio decoding not counted). An utterance whose audio can't "
+        "be read is reported on stderr and left out of the scores, and the exit status is 1.")
+    p.add_argument("corpora", nargs="+", help="test sets; a manifest line may leave out "
+                   "`duration` (it is read from the audio file)")
     p.add_argument("--limit", type=int, default=0, help="only the first N utterances")
     p.add_argument("--output", help="write reference/hypothesis pairs here as JSON lines")
     _add_decoding_options(p)
@@ -135,11 +151,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     utterances = [u for path in args.corpora for u in read_corpus(path)]
     if args.limit:
         utterances = utterances[: args.limit]
+    if not utterances:
+        raise ValueError(f"no utterances in {', '.join(args.corpora)}")
     report = evaluate(_engine(args), utterances)
+    for message in report.unreadable:
+        print(f"asr evaluate: {printable(message)}", file=sys.stderr)
     print(report.summary())
     if args.output:
         report.write_pairs(args.output)
-    return 0
+    return 1 if report.unreadable else 0
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -284,5 +304,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, OSError) as error:  # bad input: the project's errors derive from these
-        print(f"asr {args.command}: error: {error}", file=sys.stderr)
+        print(f"asr {args.command}: error: {printable(str(error))}", file=sys.stderr)
         return 2

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from pathlib import Path
 
 from asr.decode import Word
 from asr.results import FileResult
 
 FORMATS = ("text", "json", "jsonl", "srt", "vtt")
+EXTENSIONS = {"text": "txt"}  # file extension per format where it is not the format's name
 CUE_MAX_CHARS = 42
 CUE_MAX_SECONDS = 5.0
 
@@ -44,14 +47,46 @@ def to_vtt(result: FileResult) -> str:
                                   for a, b, text in cues(result.words))
 
 
+def printable(text: str) -> str:
+    """`text` with the bytes of a file name that are not UTF-8 (which Python keeps as lone
+    surrogates) shown as `\\xNN`: safe to print and to write as JSON."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def to_dict(result: FileResult) -> dict:
+    """A result as JSON data, its path `printable`."""
+    return {**result.to_dict(), "path": printable(result.path)}
+
+
 def render(result: FileResult, fmt: str, several: bool) -> str:
     """One file's output; `several` prefixes text lines with the path."""
     if fmt == "text":
-        return f"{result.path}\t{result.text}\n" if several else result.text + "\n"
+        return f"{printable(result.path)}\t{result.text}\n" if several else result.text + "\n"
+    if fmt == "json":
+        return json.dumps(to_dict(result), indent=2) + "\n"
     if fmt == "jsonl":
-        return json.dumps(result.to_dict()) + "\n"
+        return json.dumps(to_dict(result)) + "\n"
     if fmt == "srt":
         return to_srt(result)
     if fmt == "vtt":
         return to_vtt(result)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def output_names(paths: list[str], fmt: str) -> list[str]:
+    """A distinct output file name per input: `STEM.EXT`; `NAME.EXT` (the input's whole name)
+    for inputs whose stem another input shares; `NAME.N.EXT` (N = 2, 3, ...) for a name taken
+    already. EXT is the format's name, `txt` for text."""
+    extension = EXTENSIONS.get(fmt, fmt)
+    stems = Counter(Path(path).stem for path in paths)
+    names: list[str] = []
+    taken: set[str] = set()
+    for path in map(Path, paths):
+        base = path.stem if stems[path.stem] == 1 else path.name
+        name, count = f"{base}.{extension}", 1
+        while name in taken:
+            count += 1
+            name = f"{base}.{count}.{extension}"
+        names.append(name)
+        taken.add(name)
+    return names

@@ -12,14 +12,20 @@ Typical loop::
         if recognizer.is_endpoint():
             print(recognizer.final_result())
     print(recognizer.final_result())
+
+One recognizer is one stream: it is not thread-safe. A call made while another thread's call
+is running raises `RuntimeError`; give each thread (each stream) its own recognizer.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -34,10 +40,33 @@ from streaming.endpoint import EndpointConfig, EndpointDetector
 
 MODEL_TYPE = "lstm-ctc-streaming"  # metadata `model_type` of `asr export` models
 INT16_SCALE = 32768.0
+# Float samples beyond this peak are not [-1, 1] audio (e.g. an unscaled int16 buffer as
+# floats); a little over 1 (clipping, resampling overshoot) is fine.
+FLOAT_PEAK_LIMIT = 2.0
 RESAMPLE_QUALITY = "HQ"  # as `asr.audio.resample`
 DEFAULT_ENDPOINT = EndpointConfig()
 STATE_PREFIX, NEXT_STATE_PREFIX = "state_", "next_state_"
 _ONNX_DTYPES = {"tensor(int64)": np.int64, "tensor(float)": np.float32}
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _one_thread(method: Callable[Concatenate[StreamingRecognizer, _P], _T],
+                ) -> Callable[Concatenate[StreamingRecognizer, _P], _T]:
+    """Run `method` holding the recognizer's lock; a call from another thread meanwhile raises
+    instead of mixing two streams' audio and state."""
+
+    @functools.wraps(method)
+    def locked(self: StreamingRecognizer, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("StreamingRecognizer is not thread-safe and another thread is "
+                               "using this one; create one per stream (per thread)")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._lock.release()
+
+    return locked
 
 
 def onnx_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
@@ -89,6 +118,9 @@ class StreamingRecognizer:
     `final_result` at each endpoint (and at the end of the stream) to get the utterance's
     transcript and start the next one. Partial results are greedy; with `lm` the final result
     is a beam search of the whole utterance's log-probabilities with that word n-gram.
+
+    Not thread-safe: one recognizer per stream; a call while another thread's call runs raises
+    `RuntimeError` (and changes nothing).
     """
 
     def __init__(self, model: str | Path = STREAMING_MODEL,
@@ -130,8 +162,10 @@ class StreamingRecognizer:
         self._zero_state = zero_state(self._session)
         self._outputs = ["log_probs", *(NEXT_STATE_PREFIX + name[len(STATE_PREFIX):]
                                         for name in self._zero_state)]
+        self._lock = threading.RLock()
         self.reset()
 
+    @_one_thread
     def reset(self) -> None:
         """Forget everything, the stream clock included."""
         self._input_rate: float | None = None
@@ -139,13 +173,22 @@ class StreamingRecognizer:
         self._buffer = np.zeros(0, dtype=np.float32)  # model-rate samples short of a chunk
         self._utterance = self._new_utterance(origin=0)
 
+    @_one_thread
     def accept_waveform(self, samples: np.ndarray, sample_rate: int) -> None:
         """Take the next buffer of the stream: float samples in [-1, 1] or int16, mono `[n]`
         or `[n, channels]` (averaged), at any rate (resampled to the model's). Endpoints are
-        seen between calls, so keep buffers short (say 100 ms) to end utterances on time."""
+        seen between calls, so keep buffers short (say 100 ms) to end utterances on time.
+
+        Raises `ValueError` (taking nothing) for float samples peaking above
+        `FLOAT_PEAK_LIMIT`: int16-range values as floats must be divided by 32768 first."""
         if not sample_rate > 0:
             raise ValueError(f"sample_rate must be positive, not {sample_rate}")
         audio = _mono_float32(samples)
+        peak = float(np.abs(audio).max()) if audio.size else 0.0
+        if peak > FLOAT_PEAK_LIMIT:
+            raise ValueError(f"float samples must lie in [-1, 1], these reach {peak:g}; an "
+                             f"int16-range buffer as floats: divide it by {INT16_SCALE:g} (or "
+                             "pass it as int16)")
         if sample_rate != self._input_rate:
             self._flush_resampler()
             self._input_rate = sample_rate
@@ -156,14 +199,17 @@ class StreamingRecognizer:
             audio = self._resampler.resample_chunk(audio)
         self._push(audio)
 
+    @_one_thread
     def partial_result(self) -> Result:
         """The current utterance's greedy transcript so far."""
         return self._result(is_final=False)
 
+    @_one_thread
     def is_endpoint(self) -> bool:
         """Whether the current utterance has ended (see `EndpointConfig`)."""
         return self._utterance.endpoint.is_endpoint
 
+    @_one_thread
     def final_result(self) -> Result:
         """Finish the current utterance: decode the buffered audio, zero-padded to a whole LSTM
         step, return its transcript and start a new utterance (the stream clock goes on)."""
@@ -177,11 +223,13 @@ class StreamingRecognizer:
         self._utterance = self._new_utterance(utterance.origin + utterance.fed)
         return result
 
+    @_one_thread
     def transcribe_file(self, path: str | Path) -> list[Result]:
         """Stream a whole file as a new stream in `chunk_samples` buffers; the non-empty final
         results of its utterances."""
         return self.transcribe_recording(load_audio(path, self.sample_rate))
 
+    @_one_thread
     def transcribe_recording(self, audio: np.ndarray) -> list[Result]:
         """`transcribe_file` for samples at the model's rate."""
         self.reset()
@@ -193,6 +241,7 @@ class StreamingRecognizer:
         results.append(self.final_result())
         return [result for result in results if result.text]
 
+    @_one_thread
     def transcribe(self, audio: np.ndarray) -> Transcript:
         """A whole recording at the model's rate as one transcript (the offline interface)."""
         words = [w for result in self.transcribe_recording(audio) for w in result.words]

@@ -1,6 +1,8 @@
 """`asr` end to end on real audio with the bundled model: formats, many files, bad input."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 
@@ -160,3 +162,73 @@ def test_streaming_path_gives_the_same_formats(recordings):
         assert row["duration"] > 1.0
     vtt = asr("transcribe", "--streaming", "--int8", str(paths[0]), "--format", "vtt").stdout
     assert vtt.startswith("WEBVTT")
+
+
+NOT_UTF8 = os.fsdecode(b"caf\xe9.wav")  # a name with byte 0xE9 (Latin-1 e-acute), not UTF-8
+EXAMPLE_TEXT = "he could not see himself"
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_the_rest_go_on(tmp_path):
+    good, odd = tmp_path / "good.wav", tmp_path / NOT_UTF8
+    bad = tmp_path / os.fsdecode(b"bad\xff.wav")
+    shutil.copy(EXAMPLE, good)
+    shutil.copy(EXAMPLE, odd)
+    bad.write_bytes(b"not audio" * 100)
+    assert os.fsencode(odd).endswith(b"caf\xe9.wav")  # the real bytes on disk
+    result = asr("transcribe", str(good), str(odd), str(bad), "--format", "jsonl",
+                 "--lm", "none", check=False)
+    assert result.returncode == 1  # one file failed
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["path"], r["text"]) for r in rows] == [
+        (str(good), EXAMPLE_TEXT), (str(tmp_path / "caf\\xe9.wav"), EXAMPLE_TEXT)]
+    assert "bad\\xff.wav" in result.stderr and "1 of 3 file(s) failed" in result.stderr
+    assert "Traceback" not in result.stderr
+    text = asr("transcribe", str(odd), str(good), "--lm", "none", "--no-progress").stdout
+    assert text == f"{tmp_path}/caf\\xe9.wav\t{EXAMPLE_TEXT}\n{good}\t{EXAMPLE_TEXT}\n"
+
+
+def test_output_dir_writes_one_file_per_input_without_collisions(tmp_path):
+    inputs = [tmp_path / "a" / "x.wav", tmp_path / "b" / "x.flac", tmp_path / "a" / "y.wav",
+              tmp_path / "a" / NOT_UTF8]
+    for path in inputs:
+        path.parent.mkdir(exist_ok=True)
+        sf.write(os.fsencode(path), load_audio(EXAMPLE), SAMPLE_RATE)  # bytes: any name
+    out = tmp_path / "out"
+    result = asr("transcribe", *map(str, inputs), str(inputs[0]), "--output-dir", str(out),
+                 "--lm", "none", "--no-progress")
+    names = ["x.wav.txt", "x.flac.txt", "y.txt", os.fsdecode(b"caf\xe9.txt"), "x.wav.2.txt"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    for name in names:
+        assert (out / name).read_text() == EXAMPLE_TEXT + "\n"
+    assert result.stdout == ""
+    for path, name in zip([*inputs, inputs[0]], names, strict=True):  # where each one went
+        assert f"{path} -> {out / name}".replace("\udce9", "\\xe9") in result.stderr
+    asr("transcribe", *map(str, inputs[:2]), "--format", "json", "--output-dir", str(out),
+        "--lm", "none")
+    for name, path in (("x.wav.json", inputs[0]), ("x.flac.json", inputs[1])):
+        data = json.loads((out / name).read_text())
+        assert data["path"] == str(path) and data["text"] == EXAMPLE_TEXT
+
+
+def test_int8_without_streaming_is_refused():
+    for options in (("--int8",), ("--int8", "--streaming", "--model", "my.onnx")):
+        result = asr("transcribe", str(EXAMPLE), *options, check=False)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.startswith("asr transcribe: error: --int8 ")
+        assert len(result.stderr.splitlines()) == 1  # one line, no traceback
+
+
+def test_evaluate_reads_missing_durations_and_leaves_out_unreadable_audio(tmp_path):
+    from asr.evaluate import format_duration
+
+    shutil.copy(EXAMPLE, tmp_path / "example.wav")
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text(
+        json.dumps({"audio": "example.wav", "text": EXAMPLE_TEXT}) + "\n"
+        + json.dumps({"audio": "gone.wav", "text": "lost", "duration": 1.0}) + "\n")
+    result = asr("evaluate", str(manifest), "--lm", "none", check=False)
+    assert result.returncode == 1
+    assert "gone.wav: no such file" in result.stderr and "Traceback" not in result.stderr
+    assert result.stdout.startswith("utterances 1  unreadable 1 (left out)  audio 3.0 s  "
+                                    "WER 0.00%  CER 0.00%")
+    assert [format_duration(s) for s in (2.99, 150, 5400)] == ["3.0 s", "2.5 min", "1.50 h"]

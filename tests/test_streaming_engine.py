@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soxr
 import torch
+from common import EXAMPLE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -360,3 +362,55 @@ def test_bad_input_is_refused_clearly(small, tmp_path):
     with pytest.raises(TypeError, match="int32"):
         engine.accept_waveform(np.zeros(1600, dtype=np.int32), RATE)
     assert engine.partial_result() == Result("", [], 0.0, 0.0, is_final=False)  # nothing taken
+
+
+def test_int16_range_floats_are_refused_and_nothing_is_taken(small):
+    """An unscaled microphone buffer (int16 values as floats) would be silent garbage."""
+    engine = StreamingRecognizer(small[1], NEVER)
+    speech = load_audio(EXAMPLE)
+    with pytest.raises(ValueError, match="divide it by 32768"):
+        engine.accept_waveform(speech * 32767, RATE)
+    assert engine.partial_result() == Result("", [], 0.0, 0.0, is_final=False)
+    engine.accept_waveform(np.clip(speech * 1.9, -1.9, 1.9), RATE)  # a hot but real signal
+    assert engine._utterance.fed > 0
+
+
+def test_a_recognizer_shared_by_threads_refuses_the_second_and_keeps_the_first(trained):
+    """While one thread streams a recording, another thread's calls raise instead of mixing
+    their audio into it; one recognizer per thread works."""
+    speech = load_audio(EXAMPLE)
+    long = np.concatenate([speech, np.zeros(RATE // 2, np.float32)] * 20)  # ~70 s
+    expected = StreamingRecognizer(trained).transcribe(long).text
+    shared = StreamingRecognizer(trained)
+    outcome: dict[str, object] = {}
+    started = threading.Event()
+
+    def first() -> None:
+        started.set()
+        outcome["text"] = shared.transcribe(long).text
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    started.wait()
+    refused = 0
+    while thread.is_alive():
+        try:
+            shared.accept_waveform(speech[:1600], RATE)
+        except RuntimeError as error:
+            assert "not thread-safe" in str(error) and "one per stream" in str(error)
+            refused += 1
+    thread.join()
+    assert refused > 0
+    assert outcome["text"] == expected  # nothing of the other thread's audio got in
+
+    texts: list[str] = []
+
+    def own() -> None:
+        texts.append(StreamingRecognizer(trained).transcribe(speech).text)
+
+    threads = [threading.Thread(target=own) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert texts == [StreamingRecognizer(trained).transcribe(speech).text] * 3
