@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Run the test suite. The real-microphone tests need PulseAudio and PortAudio, the corpus tests
-# flite and espeak-ng: as root (or with sudo) this installs Debian's packages for them when
-# missing; otherwise those tests skip.
+# Run the test suite (arguments go to pytest). The real-microphone tests need PulseAudio and
+# PortAudio, the synthetic-corpus tests flite or espeak-ng: as root (or with sudo) this installs
+# Debian's packages for them when missing; otherwise those tests skip. The tests on real speech
+# need ../shared/data beside the clone. The run ends with why tests were skipped (README.md,
+# "Tests").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,9 +14,9 @@ for p in "${packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-  echo "installing ${missing[*]} for the microphone tests" >&2
+  echo "installing ${missing[*]} for the microphone and corpus tests" >&2
   { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
       --no-install-recommends "${missing[@]}" >/dev/null; } \
-    || echo "could not install ${missing[*]}: the microphone tests will be skipped" >&2
+    || echo "could not install ${missing[*]}: the microphone or corpus tests will skip" >&2
 fi
 exec python -m pytest -q -p no:cacheprovider "$@"

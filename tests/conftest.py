@@ -1,7 +1,9 @@
-"""Fixtures shared by the streaming client and microphone tests."""
+"""Fixtures shared by the streaming client and microphone tests, and a summary of why tests
+were skipped (README.md, "Tests", says what each needs)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +36,19 @@ def streaming_model() -> Path:
     if not STREAMING_MODEL.is_file():
         pytest.skip(f"streaming model not shipped yet: {STREAMING_MODEL}")
     return STREAMING_MODEL
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per reason that tests were skipped, with how many."""
+    reasons = Counter(skip_reason(report) for report in terminalreporter.stats.get("skipped", []))
+    if reasons:
+        terminalreporter.section("why tests were skipped")
+        for reason, count in reasons.most_common():
+            terminalreporter.write_line(f"{count:4d}  {reason}")
+
+
+def skip_reason(report: pytest.TestReport) -> str:
+    """The message a skipped test's report carries."""
+    if isinstance(report.longrepr, tuple):  # (path, line, "Skipped: reason")
+        return report.longrepr[2].removeprefix("Skipped: ")
+    return str(report.longrepr)
