@@ -14,7 +14,6 @@ import io
 import json
 import os
 import pickle
-import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -132,12 +131,13 @@ def _parse(data: bytes, path: Path) -> Any:
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = re.search(r"WeightsUnpickler error: ([^\n]*)", str(error))
+        # torch's message: a general paragraph, the reason, a pointer to the documentation
+        paragraphs = [p.strip() for p in str(error).split("\n\n") if p.strip()]
+        reason = paragraphs[1] if len(paragraphs) > 1 else _first_line(error)
         raise ModelFileError(
             f"{path}: refused to load it: it holds more than tensors and plain data "
-            f"({reason.group(1) if reason else _first_line(error)}), so it was not written by "
-            "this version of lstm-asr (an older version's checkpoint, or a crafted file)"
-        ) from None
+            f"({reason.rstrip('.')}), so it was not written by this version of lstm-asr (an "
+            "older version's checkpoint, or a crafted file)") from None
     except Exception as error:  # torch raises many kinds for a truncated or foreign file
         raise ModelFileError(f"{path}: truncated, damaged or not a model file "
                              f"({_first_line(error)})") from None

@@ -170,11 +170,11 @@ def readable(run: _Run, utterances: list[Utterance], name: str) -> list[Utteranc
         return run.share([])
     good, problems = check_audio(utterances)
     if problems:
-        more = len(problems) - SHOWN_PROBLEMS
+        shown = problems[:SHOWN_PROBLEMS]
+        if len(problems) > SHOWN_PROBLEMS:
+            shown.append(f"... and {len(problems) - SHOWN_PROBLEMS} more")
         print(f"leaving out {len(problems)} of {len(utterances)} {name} utterances whose audio "
-              "cannot be read:", *problems[:SHOWN_PROBLEMS], *([f"... and {more} more"]
-                                                               if more > 0 else []),
-              sep="\n  ", file=sys.stderr)
+              "cannot be read:", *shown, sep="\n  ", file=sys.stderr)
     return run.share(good)
 
 
@@ -275,8 +275,8 @@ def _log(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _load_state(path: Path) -> tuple[dict, TrainConfig]:
-    """The training state saved in `path` (last.pt) and its configuration."""
+def _load_state(path: Path) -> tuple[dict, TrainConfig, Progress]:
+    """The training state saved in `path` (last.pt), its configuration and progress."""
     state = load_file(path)
     missing = STATE_KEYS - set(state) if isinstance(state, dict) else STATE_KEYS
     if missing:
@@ -284,18 +284,19 @@ def _load_state(path: Path) -> tuple[dict, TrainConfig]:
                              f"(no {', '.join(sorted(missing))}); start a new run, with --init "
                              "from it if it holds a model")
     try:
-        return state, TrainConfig.from_dict(state["config"])
+        return state, TrainConfig.from_dict(state["config"]), Progress(**state["progress"])
     except (KeyError, TypeError, AttributeError) as error:
-        raise ModelFileError(f"{path}: its training configuration is unusable ({error})") from None
+        raise ModelFileError(f"{path}: its configuration or progress is unusable ({error})"
+                             ) from None
 
 
 def train(config: TrainConfig, resume: bool = False) -> Progress:
     """Train (or resume) a model in `config.out_dir`; returns where training got to."""
     run = _Run()
     out = Path(config.out_dir)
-    checkpoint = None
+    checkpoint, progress = None, Progress()
     if resume and (out / LAST).is_file():
-        checkpoint, saved = _load_state(out / LAST)
+        checkpoint, saved, progress = _load_state(out / LAST)
         config = replace(saved, epochs=config.epochs, max_minutes=config.max_minutes,
                          max_steps=config.max_steps, workers=config.workers,
                          threads=config.threads, precision=config.precision)
@@ -334,11 +335,9 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
                                   weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, config.warmup_steps, total_steps))
-    progress = Progress()
     if checkpoint:
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        progress = Progress(**checkpoint["progress"])
         torch.set_rng_state(checkpoint["rng"])
         if run.main:  # drop what was logged after the save being resumed
             _truncate(out / METRICS, checkpoint["metrics_bytes"])
