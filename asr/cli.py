@@ -102,6 +102,8 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     failed, collected = 0, []
     items = engine.transcribe_files(args.files, on_file=bar.update)
     for name, item in zip(names, items, strict=True):
+        for warning in [] if isinstance(item, FileError) else item.warnings:
+            bar.write(f"asr transcribe: warning: {printable(warning)}", file=sys.stderr)
         if isinstance(item, FileError):
             failed += 1
             bar.write(f"asr transcribe: {printable(item.message)}", file=sys.stderr)

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from asr.audio import SAMPLE_RATE, AudioError, load_audio
+from asr.audio import MIN_SECONDS, AudioError, AudioStream
 from asr.decode import Transcript, Word
 
 
@@ -17,6 +15,7 @@ class FileResult:
     text: str
     duration: float
     words: list[Word] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # problems it was read despite
 
     def to_dict(self) -> dict:
         return {"path": self.path, "text": self.text, "duration": round(self.duration, 3),
@@ -29,30 +28,39 @@ class FileError:
     message: str
 
 
-def transcribe_files(transcribe_many: Callable[[list[np.ndarray]], list[Transcript]],
+def transcribe_files(transcribe_many: Callable[[list[AudioStream]], list[Transcript]],
                      paths: Iterable[str], files_per_batch: int = 16,
                      on_file: Callable[[], None] | None = None,
                      ) -> Iterator[FileResult | FileError]:
-    """Load and transcribe files a group at a time, yielding results in input order; a file
-    that can't be read yields a `FileError` and the others go on."""
+    """Transcribe files a group at a time, each streamed from disk in blocks (never whole),
+    yielding results in input order. A file that can't be read yields a `FileError` and the
+    others go on; one read with a problem (truncated, too short to hold a word) yields its
+    result with the problem in `warnings`."""
     paths = list(paths)
     for first in range(0, len(paths), files_per_batch):
         group = paths[first : first + files_per_batch]
-        loaded: dict[str, np.ndarray | FileError] = {}
-        for path in group:
-            try:
-                loaded[path] = load_audio(path)
-            except AudioError as error:
-                loaded[path] = FileError(path, str(error))
-        good = [p for p in group if not isinstance(loaded[p], FileError)]
-        transcripts = dict(zip(good, transcribe_many([loaded[p] for p in good]), strict=True))
-        for path in group:
-            item = loaded[path]
-            if isinstance(item, FileError):
-                yield item
-            else:
-                transcript = transcripts[path]
-                yield FileResult(path, transcript.text, len(item) / SAMPLE_RATE,
-                                 transcript.words)
+        opened = [_open(path) for path in group]
+        streams = [item for item in opened if isinstance(item, AudioStream)]
+        transcripts = iter(transcribe_many(streams))
+        for path, item in zip(group, opened, strict=True):
+            yield item if isinstance(item, FileError) else _result(path, item, next(transcripts))
             if on_file:
                 on_file()
+
+
+def _open(path: str) -> AudioStream | FileError:
+    try:
+        return AudioStream(path)
+    except AudioError as error:
+        return FileError(path, str(error))
+
+
+def _result(path: str, stream: AudioStream, transcript: Transcript) -> FileResult | FileError:
+    """What became of a streamed file: its transcript, or the error that stopped reading."""
+    if stream.error:
+        return FileError(path, stream.error)
+    warnings = list(stream.warnings)
+    if stream.seconds < MIN_SECONDS:
+        warnings.append(f"{path}: {stream.seconds:.4f} s of audio is too short to hold a word "
+                        f"(under {MIN_SECONDS:g} s); transcript left empty")
+    return FileResult(path, transcript.text, stream.seconds, transcript.words, warnings)

@@ -31,7 +31,13 @@ import numpy as np
 import onnxruntime as ort
 import soxr
 
-from asr.audio import load_audio, to_mono
+from asr.audio import (
+    INT16_SCALE,
+    MIN_SECONDS,
+    AudioStream,
+    check_sample_rate,
+    mono_float32,
+)
 from asr.decode import Transcript, Word, greedy_tokens, words_from_tokens
 from asr.defaults import BEAM_SIZE, LM_WEIGHT, STREAMING_MODEL, WORD_SCORE
 from asr.results import FileError, FileResult, transcribe_files
@@ -39,7 +45,6 @@ from asr.text import Vocabulary
 from streaming.endpoint import EndpointConfig, EndpointDetector
 
 MODEL_TYPE = "lstm-ctc-streaming"  # metadata `model_type` of `asr export` models
-INT16_SCALE = 32768.0
 # Float samples beyond this peak are not [-1, 1] audio (e.g. an unscaled int16 buffer as
 # floats); a little over 1 (clipping, resampling overshoot) is fine.
 FLOAT_PEAK_LIMIT = 2.0
@@ -181,9 +186,8 @@ class StreamingRecognizer:
 
         Raises `ValueError` (taking nothing) for float samples peaking above
         `FLOAT_PEAK_LIMIT`: int16-range values as floats must be divided by 32768 first."""
-        if not sample_rate > 0:
-            raise ValueError(f"sample_rate must be positive, not {sample_rate}")
-        audio = _mono_float32(samples)
+        sample_rate = check_sample_rate(sample_rate)
+        audio = mono_float32(samples)
         peak = float(np.abs(audio).max()) if audio.size else 0.0
         if peak > FLOAT_PEAK_LIMIT:
             raise ValueError(f"float samples must lie in [-1, 1], these reach {peak:g}; an "
@@ -225,20 +229,39 @@ class StreamingRecognizer:
 
     @_one_thread
     def transcribe_file(self, path: str | Path) -> list[Result]:
-        """Stream a whole file as a new stream in `chunk_samples` buffers; the non-empty final
-        results of its utterances."""
-        return self.transcribe_recording(load_audio(path, self.sample_rate))
+        """Stream a whole file as a new stream in `chunk_samples` buffers, read from disk a
+        block at a time; the non-empty final results of its utterances. `AudioError` when it
+        cannot be read; `AudioWarning` when it holds less than its header says."""
+        stream = AudioStream(path, self.sample_rate)
+        results = self.transcribe_recording(stream)
+        stream.check()
+        return results
 
     @_one_thread
-    def transcribe_recording(self, audio: np.ndarray) -> list[Result]:
-        """`transcribe_file` for samples at the model's rate."""
+    def transcribe_recording(self, audio: np.ndarray | Iterable[np.ndarray]) -> list[Result]:
+        """`transcribe_file` for samples at the model's rate: an array, or mono float32 blocks
+        of any size as they come (an `asr.audio.AudioStream`). Audio shorter than
+        `MIN_SECONDS` in all gives no results."""
         self.reset()
-        results = []
-        for start in range(0, len(audio), self.chunk_samples):
-            self.accept_waveform(audio[start : start + self.chunk_samples], self.sample_rate)
-            if self.is_endpoint():
-                results.append(self.final_result())
+        blocks = [mono_float32(audio)] if isinstance(audio, np.ndarray) else audio
+        results, pending, total = [], np.zeros(0, np.float32), 0
+
+        def feed(samples: np.ndarray) -> None:
+            for start in range(0, len(samples), self.chunk_samples):
+                self.accept_waveform(samples[start : start + self.chunk_samples],
+                                     self.sample_rate)
+                if self.is_endpoint():
+                    results.append(self.final_result())
+
+        for block in blocks:  # whole chunks as they come, as if cut from the whole recording
+            pending, total = np.concatenate([pending, block]), total + len(block)
+            whole = len(pending) - len(pending) % self.chunk_samples
+            feed(pending[:whole])
+            pending = pending[whole:]
+        feed(pending)
         results.append(self.final_result())
+        if total < MIN_SECONDS * self.sample_rate:
+            return []
         return [result for result in results if result.text]
 
     @_one_thread
@@ -311,23 +334,3 @@ class StreamingRecognizer:
         words = [Word(w.word, w.start, min(w.end, audio_end)) for w in transcript.words]
         start, end = (words[0].start, words[-1].end) if words else (round(offset, 3), audio_end)
         return Result(transcript.text, words, start, end, is_final)
-
-
-def _mono_float32(samples: np.ndarray) -> np.ndarray:
-    """Validated float32 mono samples of a float or int16 `[n]` or `[n, channels]` buffer."""
-    samples = np.asarray(samples)
-    if samples.dtype == np.int16:
-        audio = samples.astype(np.float32) / INT16_SCALE
-    elif np.issubdtype(samples.dtype, np.floating):
-        audio = samples.astype(np.float32, copy=False)
-    else:
-        raise TypeError(f"samples must be float (in [-1, 1]) or int16, not {samples.dtype}")
-    if audio.ndim == 2 and 0 < audio.shape[0] < audio.shape[1]:
-        raise ValueError(f"samples of shape {audio.shape} look like [channels, n]; "
-                         "pass [n] or [n, channels]")
-    if audio.ndim not in (1, 2):
-        raise ValueError(f"samples must be [n] or [n, channels], not of shape {audio.shape}")
-    audio = np.ascontiguousarray(to_mono(audio), dtype=np.float32)
-    if not np.all(np.isfinite(audio)):
-        raise ValueError("samples contain NaN or infinite values")
-    return audio
