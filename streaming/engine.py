@@ -34,6 +34,7 @@ import soxr
 from asr.audio import (
     INT16_SCALE,
     MIN_SECONDS,
+    RESAMPLE_QUALITY,
     AudioStream,
     check_sample_rate,
     mono_float32,
@@ -48,7 +49,6 @@ MODEL_TYPE = "lstm-ctc-streaming"  # metadata `model_type` of `asr export` model
 # Float samples beyond this peak are not [-1, 1] audio (e.g. an unscaled int16 buffer as
 # floats); a little over 1 (clipping, resampling overshoot) is fine.
 FLOAT_PEAK_LIMIT = 2.0
-RESAMPLE_QUALITY = "HQ"  # as `asr.audio.resample`
 DEFAULT_ENDPOINT = EndpointConfig()
 STATE_PREFIX, NEXT_STATE_PREFIX = "state_", "next_state_"
 _ONNX_DTYPES = {"tensor(int64)": np.int64, "tensor(float)": np.float32}

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import warnings
 
@@ -162,10 +163,27 @@ def test_a_header_claiming_hours_is_not_believed(tmp_path, speech):
 def test_not_a_regular_file(tmp_path):
     fifo = tmp_path / "pipe.wav"
     os.mkfifo(fifo)
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(str(tmp_path / "socket.wav"))
     for path, message in ((tmp_path, "is a directory"), (fifo, r"not a regular file \(a FIFO\)"),
-                          (os.devnull, r"not a regular file \(a device\)")):
+                          (os.devnull, r"not a regular file \(a device\)"),
+                          (tmp_path / "socket.wav", r"not a regular file \(a socket\)"),
+                          (tmp_path / ("x" * 300 + ".wav"), "File name too long")):
         with pytest.raises(AudioError, match=message):
             load_audio(path)
+    unix.close()
+
+
+def test_a_wav_of_unknown_length_is_read_whole_without_a_warning(tmp_path, speech):
+    """A data chunk of size 0xFFFFFFFF (as written to a pipe) means "to the end of the file"."""
+    path = tmp_path / "piped.wav"
+    sf.write(path, speech, SAMPLE_RATE, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[40:44] = b"\xff" * 4
+    path.write_bytes(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(path)) == len(speech)
 
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg")
