@@ -72,7 +72,7 @@ import corpus_augment as aug  # noqa: E402
 import corpus_voices as cv  # noqa: E402
 
 from asr.audio import SAMPLE_RATE, resample  # noqa: E402
-from asr.corpora import Utterance, read_manifest, split_by_speaker  # noqa: E402
+from asr.corpora import CorpusError, Utterance, read_manifest, split_by_speaker  # noqa: E402
 from asr.defaults import SHARED_DATA  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
 
@@ -207,11 +207,11 @@ def dev_indices(settings: Settings) -> list[int]:
 # ---------------------------------------------------------------------------- rendering
 
 
-def synthesise(tools: cv.Tools, item: Item) -> np.ndarray:
+def synthesise(tools: cv.Tools, item: Item, seed: int) -> np.ndarray:
     """The item's speech (float32 at SAMPLE_RATE) from its engine, or its no-speech audio."""
-    rng = np.random.default_rng([item.index, 3])
     if item.voice is None:
-        return aug.empty_audio(item.empty_kind, item.empty_seconds, item.empty_level_db, rng)
+        return aug.empty_audio(item.empty_kind, item.empty_seconds, item.empty_level_db,
+                               np.random.default_rng([seed, item.index, 3]))
     wav = tools.temp_dir / f"{item.index}.wav"
     try:
         cv.render(tools, item.voice, item.text, item.prosody, wav)
@@ -289,7 +289,7 @@ def process_item(index: int) -> Result:
         return Result(index, sf.info(str(item.path)).duration, "reused", item.source)
     try:
         start = cpu_seconds(tools)
-        audio = synthesise(tools, item)
+        audio = synthesise(tools, item, settings.seed)
         middle = cpu_seconds(tools)
         audio = finish(audio, item, settings.seed)
         end = cpu_seconds(tools)
@@ -303,8 +303,6 @@ def process_item(index: int) -> Result:
 @contextmanager
 def item_runner(settings: Settings, jobs: int) -> Iterator[Callable[[Sequence[int]], Iterator]]:
     """A function mapping process_item over indices, in `jobs` worker processes when > 1."""
-    if settings.tts_root is not None:
-        cv.relocate(settings.tts_root)
     if jobs <= 1:
         init_worker(settings)
         try:
@@ -675,7 +673,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit("no speech synthesiser is available: install flite, festival, "
                          "espeak-ng, rhvoice or pico, or pass --tts-root (see "
                          "scripts/fetch_tts_debs.sh and --list-voices)")
-    prompts = read_prompts(args.prompts)
+    try:
+        prompts = read_prompts(args.prompts)
+        real_train, real_dev, native = real_parts(args)
+    except (OSError, UnicodeDecodeError, CorpusError) as error:
+        raise SystemExit(f"error: {error}") from None
+    if len(prompts) < 2:
+        raise SystemExit(f"error: {', '.join(map(str, args.prompts))}: fewer than two prompts")
     settings = Settings(out, tuple(prompts), tuple(train_voices),
                         tuple(v for v in usable if v.held_out), args.seed, args.stretch,
                         args.semitones, args.empty_share, args.dev_per_voice,
@@ -691,7 +695,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.rmtree(out / TEMP_DIR, ignore_errors=True)
     synthetic = [synthetic_entry(settings, i, d) for i, d in sorted(train_items.items())]
     held_out = [synthetic_entry(settings, i, progress.durations[i]) for i in sorted(dev_items)]
-    real_train, real_dev, native = real_parts(args)
     manifests = {
         "synthetic": synthetic,
         "train": real_train + synthetic,

@@ -105,6 +105,18 @@ def test_missing_engines_are_reported_and_none_is_an_error(tmp_path: Path) -> No
         mc.main(["--out", str(tmp_path / "out"), "--tts-root", str(tmp_path)])
 
 
+def test_bad_inputs_give_one_line_errors(tmp_path: Path, problems) -> None:
+    if "flite-rms" in problems:
+        pytest.skip(f"needs flite: {problems['flite-rms']}")
+    base = ["--out", str(tmp_path / "out"), "--voices", "flite-rms", "--no-real"]
+    with pytest.raises(SystemExit, match="error: .*No such file"):
+        mc.main([*base, "--prompts", str(tmp_path / "missing.txt")])
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(SystemExit, match="error: "):
+        mc.main([*base, "--prompts", str(tmp_path / "bad.txt")])
+    assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
 def test_restricted_and_unknown_voices_are_refused() -> None:
     assert not any(v.restricted for v in mc.select_voices("", restricted=False))
     with pytest.raises(SystemExit, match="--restricted-voices"):
