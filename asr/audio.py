@@ -27,6 +27,7 @@ FILE_RATES = (4000, 768000)  # sample rates (Hz) a file may have; others are ref
 BLOCK_SAMPLES = 8192  # samples (all channels together) read from a file at a time
 MAX_LOAD_SECONDS = 4 * 3600.0  # the longest file `load_audio` returns whole (0.9 GB at 16 kHz)
 _SNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError)
+_WAV_SAMPLE_CODECS = (1, 3, 6, 7, 0xFFFE)  # PCM, float, A-law, mu-law, extensible
 
 
 class AudioError(ValueError):
@@ -107,7 +108,8 @@ def _check_path(path: Path) -> None:
 def _wav_header_frames(path: Path) -> int | None:
     """Frames the data chunk of a RIFF/WAVE header claims. libsndfile trims a claim longer
     than the file to what it holds, so a truncated WAV shows only here. None for other
-    formats and for unknown sizes (0 or 0xFFFFFFFF, as streaming writers leave them)."""
+    formats, for codecs whose frames are not a fixed number of bytes, and for unknown sizes
+    (0 or 0xFFFFFFFF, as streaming writers leave them)."""
     with path.open("rb") as file:
         head = file.read(12)
         if head[:4] != b"RIFF" or head[8:] != b"WAVE":
@@ -121,7 +123,9 @@ def _wav_header_frames(path: Path) -> int | None:
             skip = size + size % 2
             if name == b"fmt ":
                 body = file.read(min(size, 16))
-                block_align, skip = int.from_bytes(body[12:14], "little"), skip - len(body)
+                if int.from_bytes(body[:2], "little") in _WAV_SAMPLE_CODECS:
+                    block_align = int.from_bytes(body[12:14], "little")  # bytes a frame
+                skip -= len(body)
             file.seek(skip, os.SEEK_CUR)
     return None
 
