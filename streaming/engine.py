@@ -13,8 +13,11 @@ Typical loop::
             print(recognizer.final_result())
     print(recognizer.final_result())
 
-One recognizer is one stream: it is not thread-safe. A call made while another thread's call
-is running raises `RuntimeError`; give each thread (each stream) its own recognizer.
+Model and streams apart (as sherpa-onnx's OnlineRecognizer/OnlineStream, Vosk's
+Model/KaldiRecognizer): one `StreamingModel` holds the ONNX session and the LM, loaded once and
+thread-safe; `model.stream()` makes a light `Stream` holding one stream's state.
+`StreamingRecognizer` is a model with its one stream. A stream is not thread-safe: a call made
+while another thread's call on the same stream is running raises `RuntimeError`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import functools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -56,16 +59,16 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-def _one_thread(method: Callable[Concatenate[StreamingRecognizer, _P], _T],
-                ) -> Callable[Concatenate[StreamingRecognizer, _P], _T]:
-    """Run `method` holding the recognizer's lock; a call from another thread meanwhile raises
+def _one_thread(method: Callable[Concatenate[Stream, _P], _T],
+                ) -> Callable[Concatenate[Stream, _P], _T]:
+    """Run `method` holding the stream's lock; a call from another thread meanwhile raises
     instead of mixing two streams' audio and state."""
 
     @functools.wraps(method)
-    def locked(self: StreamingRecognizer, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    def locked(self: Stream, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         if not self._lock.acquire(blocking=False):
-            raise RuntimeError("StreamingRecognizer is not thread-safe and another thread is "
-                               "using this one; create one per stream (per thread)")
+            raise RuntimeError(f"{type(self).__name__} is not thread-safe and another thread "
+                               "is using this one; create one per stream (per thread)")
         try:
             return method(self, *args, **kwargs)
         finally:
@@ -116,16 +119,13 @@ class _Utterance:
     last_best: int = -1  # argmax of the last frame, to collapse repeats across chunks
 
 
-class StreamingRecognizer:
-    """CTC recognition of an audio stream, one utterance at a time.
+class StreamingModel:
+    """A loaded streaming ONNX model (and optional LM) shared by any number of `Stream`s.
 
-    Feed audio with `accept_waveform`; poll `partial_result` and `is_endpoint`; call
-    `final_result` at each endpoint (and at the end of the stream) to get the utterance's
-    transcript and start the next one. Partial results are greedy; with `lm` the final result
-    is a beam search of the whole utterance's log-probabilities with that word n-gram.
-
-    Not thread-safe: one recognizer per stream; a call while another thread's call runs raises
-    `RuntimeError` (and changes nothing).
+    Thread-safe: streams in different threads run the one onnxruntime session at the same time
+    (its `run` is thread-safe) and take turns on the beam search (flashlight's decoder is not
+    thread-safe). The exported graph takes one stream per run (batch 1), so streams are not
+    batched into one ONNX call.
     """
 
     def __init__(self, model: str | Path = STREAMING_MODEL,
@@ -146,27 +146,65 @@ class StreamingRecognizer:
         meta = self._session.get_modelmeta().custom_metadata_map
         if meta.get("model_type") != MODEL_TYPE:
             raise ValueError(f"{path}: not a streaming model made by `asr export`")
-        self._vocab = Vocabulary(tuple(json.loads(meta["vocabulary"])))
-        self._blank_id = int(meta["blank_id"])
-        self._frame_seconds = float(meta["frame_seconds"])
+        self.vocab = Vocabulary(tuple(json.loads(meta["vocabulary"])))
+        self.blank_id = int(meta["blank_id"])
+        self.frame_seconds = float(meta["frame_seconds"])
         self.sample_rate = int(meta["sample_rate"])
         hop = int(meta["hop_samples"])
-        self._step_samples = hop * int(json.loads(meta["model_dims"])["stack"])
+        self.step_samples = hop * int(json.loads(meta["model_dims"])["stack"])
         self.chunk_samples = (int(meta["recommended_chunk_samples"]) if chunk_samples is None
                               else chunk_samples)
         if self.chunk_samples <= 0 or self.chunk_samples % hop:
             raise ValueError(f"chunk_samples must be a positive multiple of {hop}, "
                              f"not {self.chunk_samples}")
-        self._endpoint_config = endpoint
+        self.endpoint = endpoint
         self._beam = None
         if lm is not None:
             from asr.beam import BeamSearchDecoder
 
-            self._beam = BeamSearchDecoder(self._vocab, lm, beam_size=beam_size,
+            self._beam = BeamSearchDecoder(self.vocab, lm, beam_size=beam_size,
                                            lm_weight=lm_weight, word_score=word_score)
-        self._zero_state = zero_state(self._session)
+        self._beam_lock = threading.Lock()
+        self.zero_state = zero_state(self._session)
         self._outputs = ["log_probs", *(NEXT_STATE_PREFIX + name[len(STATE_PREFIX):]
-                                        for name in self._zero_state)]
+                                        for name in self.zero_state)]
+
+    def stream(self) -> Stream:
+        """A new stream on this model."""
+        return Stream(self)
+
+    def run(self, chunk: np.ndarray, state: dict[str, np.ndarray],
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One ONNX step: `[T, V]` log-probs of a chunk `[n]` of audio, and the next state."""
+        log_probs, *next_state = self._session.run(self._outputs, {"audio": chunk[None], **state})
+        return log_probs[0], dict(zip(state, next_state, strict=True))
+
+    def beam_decode(self, log_probs: np.ndarray, offset: float) -> Transcript | None:
+        """The LM beam search of `[T, V]` log-probs (None without an LM), one at a time."""
+        if self._beam is None:
+            return None
+        with self._beam_lock:
+            return self._beam.decode(log_probs, self.frame_seconds, offset)
+
+
+class Stream:
+    """CTC recognition of one audio stream on a `StreamingModel`, one utterance at a time.
+
+    Feed audio with `accept_waveform`; poll `partial_result` and `is_endpoint`; call
+    `final_result` at each endpoint (and at the end of the stream) to get the utterance's
+    transcript and start the next one. Or feed it with `accept`, which ends the utterance at
+    every endpoint inside the buffer and returns those final results. Partial results are
+    greedy; with the model's LM the final result is a beam search of the whole utterance's
+    log-probabilities with that word n-gram.
+
+    Not thread-safe: a call while another thread's call runs raises `RuntimeError` (and
+    changes nothing). Streams of one model may run in different threads.
+    """
+
+    def __init__(self, model: StreamingModel) -> None:
+        self.model = model
+        self.sample_rate = model.sample_rate
+        self.chunk_samples = model.chunk_samples
         self._lock = threading.RLock()
         self.reset()
 
@@ -186,6 +224,12 @@ class StreamingRecognizer:
 
         Raises `ValueError` (taking nothing) for float samples peaking above
         `FLOAT_PEAK_LIMIT`: int16-range values as floats must be divided by 32768 first."""
+        self._take(samples, sample_rate)
+
+    def _take(self, samples: np.ndarray, sample_rate: int,
+              finals: list[Result] | None = None) -> None:
+        """`accept_waveform`; with `finals`, end the utterance at each endpoint and collect
+        its final result there."""
         sample_rate = check_sample_rate(sample_rate)
         audio = mono_float32(samples)
         peak = float(np.abs(audio).max()) if audio.size else 0.0
@@ -201,7 +245,7 @@ class StreamingRecognizer:
                                                       dtype="float32", quality=RESAMPLE_QUALITY)
         if self._resampler is not None:
             audio = self._resampler.resample_chunk(audio)
-        self._push(audio)
+        self._push(audio, finals)
 
     @_one_thread
     def partial_result(self) -> Result:
@@ -218,14 +262,18 @@ class StreamingRecognizer:
         """Finish the current utterance: decode the buffered audio, zero-padded to a whole LSTM
         step, return its transcript and start a new utterance (the stream clock goes on)."""
         self._flush_resampler()
-        utterance, real = self._utterance, len(self._buffer)
-        padding = -(utterance.fed + real) % self._step_samples
-        if real + padding:
-            self._decode(np.pad(self._buffer, (0, padding)), real)
-        result = self._result(is_final=True)
+        result = self._finish(self._buffer)
         self._buffer = np.zeros(0, dtype=np.float32)
-        self._utterance = self._new_utterance(utterance.origin + utterance.fed)
         return result
+
+    @_one_thread
+    def accept(self, samples: np.ndarray, sample_rate: int) -> list[Result]:
+        """`accept_waveform`, ending the utterance at every endpoint reached within the buffer
+        (checked after each model chunk, not only at the buffer's end); their final results.
+        How the audio is cut into buffers then changes nothing."""
+        finals: list[Result] = []
+        self._take(samples, sample_rate, finals)
+        return finals
 
     @_one_thread
     def transcribe_file(self, path: str | Path) -> list[Result]:
@@ -244,21 +292,10 @@ class StreamingRecognizer:
         `MIN_SECONDS` in all gives no results."""
         self.reset()
         blocks = [mono_float32(audio)] if isinstance(audio, np.ndarray) else audio
-        results, pending, total = [], np.zeros(0, np.float32), 0
-
-        def feed(samples: np.ndarray) -> None:
-            for start in range(0, len(samples), self.chunk_samples):
-                self.accept_waveform(samples[start : start + self.chunk_samples],
-                                     self.sample_rate)
-                if self.is_endpoint():
-                    results.append(self.final_result())
-
-        for block in blocks:  # whole chunks as they come, as if cut from the whole recording
-            pending, total = np.concatenate([pending, block]), total + len(block)
-            whole = len(pending) - len(pending) % self.chunk_samples
-            feed(pending[:whole])
-            pending = pending[whole:]
-        feed(pending)
+        results, total = [], 0
+        for block in blocks:
+            results.extend(self.accept(block, self.sample_rate))
+            total += len(block)
         results.append(self.final_result())
         if total < MIN_SECONDS * self.sample_rate:
             return []
@@ -277,8 +314,20 @@ class StreamingRecognizer:
                                 on_file=on_file)
 
     def _new_utterance(self, origin: int) -> _Utterance:
-        detector = EndpointDetector(self._endpoint_config, self._frame_seconds, self._blank_id)
-        return _Utterance(origin, dict(self._zero_state), detector)
+        model = self.model
+        detector = EndpointDetector(model.endpoint, model.frame_seconds, model.blank_id)
+        return _Utterance(origin, dict(model.zero_state), detector)
+
+    def _finish(self, buffered: np.ndarray) -> Result:
+        """End the current utterance after `buffered` model-rate samples (decoded into it,
+        zero-padded to a whole LSTM step) and start the next; its final result."""
+        utterance, real = self._utterance, len(buffered)
+        padding = -(utterance.fed + real) % self.model.step_samples
+        if real + padding:
+            self._decode(np.pad(buffered, (0, padding)), real)
+        result = self._result(is_final=True)
+        self._utterance = self._new_utterance(utterance.origin + utterance.fed)
+        return result
 
     def _flush_resampler(self) -> None:
         """Push out the resampler's delayed samples and drop it: at a rate change, or when the
@@ -287,9 +336,10 @@ class StreamingRecognizer:
             self._push(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
         self._resampler, self._input_rate = None, None
 
-    def _push(self, audio: np.ndarray) -> None:
+    def _push(self, audio: np.ndarray, finals: list[Result] | None = None) -> None:
         """Buffer model-rate samples and decode every whole chunk; an utterance of nothing but
-        silence for `silence_timeout` is dropped."""
+        silence for `silence_timeout` is dropped. With `finals`, an utterance that reaches an
+        endpoint is ended there and its final result appended."""
         buffer = np.concatenate([self._buffer, audio])
         whole = len(buffer) - len(buffer) % self.chunk_samples
         for start in range(0, whole, self.chunk_samples):
@@ -297,20 +347,19 @@ class StreamingRecognizer:
             utterance = self._utterance
             if utterance.endpoint.is_silence_timeout:
                 self._utterance = self._new_utterance(utterance.origin + utterance.fed)
+            elif finals is not None and utterance.endpoint.is_endpoint:
+                finals.append(self._finish(np.zeros(0, dtype=np.float32)))
         self._buffer = buffer[whole:].copy()
 
     def _decode(self, chunk: np.ndarray, real: int) -> None:
         """Run the model on one chunk (`real` of its samples are audio, the rest padding) and
         extend the utterance's log-probs, greedy tokens and endpoint counts."""
         utterance = self._utterance
-        log_probs, *state = self._session.run(self._outputs,
-                                              {"audio": chunk[None], **utterance.state})
-        utterance.state = dict(zip(utterance.state, state, strict=True))
+        frames, utterance.state = self.model.run(chunk, utterance.state)
         utterance.fed += real
-        frames = log_probs[0]
         if not len(frames):
             return
-        tokens = greedy_tokens(frames, self._blank_id)
+        tokens = greedy_tokens(frames, self.model.blank_id)
         if tokens and tokens[0] == (utterance.last_best, 0):  # a repeat across chunks
             tokens = tokens[1:]
         offset = utterance.endpoint.frames
@@ -321,16 +370,34 @@ class StreamingRecognizer:
         utterance.log_probs.append(frames)
 
     def _result(self, is_final: bool) -> Result:
-        utterance = self._utterance
+        utterance, model = self._utterance, self.model
         offset = utterance.origin / self.sample_rate
         audio_end = round(offset + utterance.fed / self.sample_rate, 3)
-        if is_final and self._beam is not None and utterance.log_probs:
-            transcript = self._beam.decode(np.concatenate(utterance.log_probs),
-                                           self._frame_seconds, offset)
-        else:
-            transcript = words_from_tokens(utterance.tokens, self._vocab, self._frame_seconds,
+        transcript = None
+        if is_final and utterance.log_probs:
+            transcript = model.beam_decode(np.concatenate(utterance.log_probs), offset)
+        if transcript is None:
+            transcript = words_from_tokens(utterance.tokens, model.vocab, model.frame_seconds,
                                            offset)
         # The last step of a final result may reach into the zero padding.
-        words = [Word(w.word, w.start, min(w.end, audio_end)) for w in transcript.words]
+        words = [replace(w, end=min(w.end, audio_end)) for w in transcript.words]
         start, end = (words[0].start, words[-1].end) if words else (round(offset, 3), audio_end)
         return Result(transcript.text, words, start, end, is_final)
+
+
+class StreamingRecognizer(Stream):
+    """A `StreamingModel` with its one `Stream`: the simple interface for a single stream (see
+    `Stream`). For many streams, load one `StreamingModel` and call its `stream()` per stream.
+
+    Not thread-safe: one recognizer per stream; a call while another thread's call runs raises
+    `RuntimeError` (and changes nothing).
+    """
+
+    def __init__(self, model: str | Path = STREAMING_MODEL,
+                 endpoint: EndpointConfig = DEFAULT_ENDPOINT, threads: int = 1,
+                 chunk_samples: int | None = None, lm: str | Path | None = None,
+                 beam_size: int = BEAM_SIZE, lm_weight: float = LM_WEIGHT,
+                 word_score: float = WORD_SCORE) -> None:
+        """The arguments of `StreamingModel`."""
+        super().__init__(StreamingModel(model, endpoint, threads, chunk_samples, lm,
+                                        beam_size, lm_weight, word_score))
