@@ -4,12 +4,21 @@ With an LM the search is constrained to the LM's vocabulary (`LexiconDecoder`): 
 spelled as its characters followed by the space token, so words are always separated by a
 space.  Without one it is a plain CTC prefix beam search over characters
 (`LexiconFreeDecoder` with a zero LM).  Build an LM with `scripts/build_lm.py`.
+
+The lexicon's pieces (the spellable words, their token ids and unigram scores) are computed
+once per LM and word list and cached in `cache_dir()` (keyed by both files' path, size and
+modification time, and the vocabulary), so later starts only insert them into the trie.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flashlight.lib.text.decoder import (
@@ -28,8 +37,18 @@ from asr.decode import Transcript, words_from_tokens
 from asr.defaults import BEAM_SIZE, LM_WEIGHT, WORD_SCORE
 from asr.text import Vocabulary
 
+if TYPE_CHECKING:
+    from flashlight.lib.text.decoder.kenlm import KenLM
+
 UNK = "<unk>"
 _SPECIAL_WORDS = frozenset({"<s>", "</s>", UNK})
+LEXICON_CACHE_VERSION = 1  # bump when the cached pieces change meaning
+
+
+def cache_dir() -> Path:
+    """Where built pieces are cached: `$XDG_CACHE_HOME/lstm-asr` (default `~/.cache/lstm-asr`)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "lstm-asr"
 
 
 def load_words(path: str | Path) -> list[str]:
@@ -75,31 +94,24 @@ class BeamSearchDecoder:
                                     "scripts/build_lm.py writes it next to the LM)")
         from flashlight.lib.text.decoder.kenlm import KenLM
 
-        self.words = [w for w in load_words(words_path) if _spellable(w, vocab)]
+        lexicon = _Lexicon.cached(self.lm_path, words_path, vocab)
+        self.words = lexicon.words
         self.word_dict = Dictionary()
-        for word in [UNK, *self.words]:
+        for word in [UNK, *self.words]:  # word i has id i + 1
             self.word_dict.add_entry(word)
         unk_id = self.word_dict.get_index(UNK)
         self.word_dict.set_default_index(unk_id)
         self._lm = KenLM(str(self.lm_path), self.word_dict)
-        self._trie = self._build_trie()
+        if lexicon.scores is None:
+            lexicon.score(self._lm)
+            lexicon.save(self.lm_path, words_path, vocab)
+        self._trie = lexicon.trie(vocab)
         options = LexiconDecoderOptions(
             beam_size=beam_size, beam_size_token=beam_size_token, beam_threshold=beam_threshold,
             lm_weight=lm_weight, word_score=word_score, unk_score=unk_score, sil_score=sil_score,
             log_add=False, criterion_type=CriterionType.CTC)
         self._decoder = LexiconDecoder(options, self._trie, self._lm, vocab.space_id,
                                        vocab.blank_id, unk_id, [], False)
-
-    def _build_trie(self) -> Trie:
-        """Spelling trie of the lexicon, each node scored by its best word's unigram LM score."""
-        trie = Trie(len(self.vocab), self.vocab.space_id)
-        start = self._lm.start(False)
-        for word in self.words:
-            word_id = self.word_dict.get_index(word)
-            _, score = self._lm.score(start, word_id)
-            trie.insert([*self.vocab.encode(word), self.vocab.space_id], word_id, score)
-        trie.smear(SmearingMode.MAX)
-        return trie
 
     def decode(self, log_probs: np.ndarray, frame_seconds: float,
                offset: float = 0.0) -> Transcript:
@@ -125,7 +137,7 @@ class BeamSearchDecoder:
         # `tokens` holds one token per frame, framed by a start and an end space token.
         path = list(results[0].tokens)[1:1 + frames]
         return words_from_tokens(ctc_collapse(path, self.vocab.blank_id), self.vocab,
-                                 frame_seconds, offset)
+                                 frame_seconds, offset, log_probs=emissions)
 
 
 def ctc_collapse(path: list[int], blank_id: int) -> list[tuple[int, int]]:
@@ -139,9 +151,70 @@ def ctc_collapse(path: list[int], blank_id: int) -> list[tuple[int, int]]:
     return pairs
 
 
-def _spellable(word: str, vocab: Vocabulary) -> bool:
-    try:
-        vocab.encode(word)
-    except ValueError:
-        return False
-    return vocab.space_id not in vocab.encode(word)
+@dataclass
+class _Lexicon:
+    """The LM words the vocabulary can spell, their spellings (token ids, then the space) as
+    one flat array cut at `ends`, and their unigram LM scores (None until scored)."""
+
+    words: list[str]
+    spellings: np.ndarray  # int32
+    ends: np.ndarray  # int64, where each word's spelling ends in `spellings`
+    scores: np.ndarray | None = None  # float32
+
+    @classmethod
+    def cached(cls, lm_path: Path, words_path: Path, vocab: Vocabulary) -> _Lexicon:
+        """The cached lexicon of these files, else one spelled from the word list (unscored)."""
+        try:
+            with np.load(_cache_path(lm_path, words_path, vocab), allow_pickle=False) as data:
+                words = data["words"].tobytes().decode("utf-8").split("\n")
+                lexicon = cls(words, data["spellings"], data["ends"], data["scores"])
+            if len(words) == len(lexicon.ends) == len(lexicon.scores):
+                return lexicon
+        except (OSError, ValueError, KeyError, UnicodeDecodeError):  # none yet, or damaged
+            pass
+        index = {token: i for i, token in enumerate(vocab.tokens)
+                 if i not in (vocab.space_id, vocab.blank_id)}
+        words = [w for w in dict.fromkeys(load_words(words_path)) if all(c in index for c in w)]
+        spellings = [[index[c] for c in word] + [vocab.space_id] for word in words]
+        ends = np.cumsum([len(s) for s in spellings], dtype=np.int64)
+        flat = np.fromiter((t for s in spellings for t in s), np.int32, int(ends[-1]) if words
+                           else 0)
+        return cls(words, flat, ends)
+
+    def score(self, lm: KenLM) -> None:
+        """Each word's unigram score (word i has id i + 1 in the LM's dictionary)."""
+        start = lm.start(False)
+        self.scores = np.array([lm.score(start, i + 1)[1] for i in range(len(self.words))],
+                               dtype=np.float32)
+
+    def save(self, lm_path: Path, words_path: Path, vocab: Vocabulary) -> None:
+        """Write the cache atomically; a cache that cannot be written is simply not used."""
+        path = _cache_path(lm_path, words_path, vocab)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+                np.savez(f, words=np.frombuffer("\n".join(self.words).encode("utf-8"), np.uint8),
+                         spellings=self.spellings, ends=self.ends, scores=self.scores)
+            os.replace(f.name, path)
+        except OSError:
+            pass
+
+    def trie(self, vocab: Vocabulary) -> Trie:
+        """Spelling trie, each node scored by its best word's unigram LM score."""
+        trie = Trie(len(vocab), vocab.space_id)
+        spellings = np.split(self.spellings, self.ends[:-1]) if self.words else []
+        for word_id, (spelling, score) in enumerate(zip(spellings, self.scores.tolist(),
+                                                        strict=True), start=1):
+            trie.insert(spelling.tolist(), word_id, score)
+        trie.smear(SmearingMode.MAX)
+        return trie
+
+
+def _cache_path(lm_path: Path, words_path: Path, vocab: Vocabulary) -> Path:
+    """The cache file of an LM and word list: changes with either file or the vocabulary."""
+    key = [LEXICON_CACHE_VERSION, *vocab.tokens]
+    for path in (lm_path, words_path):
+        info = path.stat()
+        key += [str(path.resolve()), info.st_size, info.st_mtime_ns]
+    digest = hashlib.sha256(repr(key).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return cache_dir() / f"lexicon-{digest}.npz"

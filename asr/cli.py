@@ -7,48 +7,53 @@ import sys
 
 from asr import __version__
 from asr.defaults import (
-    OFFLINE_MODEL,
+    OFFLINE_ONNX,
+    OFFLINE_ONNX_INT8,
     PRECISIONS,
     STREAMING_MODEL,
     STREAMING_MODEL_INT8,
+    THREADS,
     add_lm_options,
     lm_options,
 )
 from asr.formats import FORMATS, printable
 from streaming.listen import add_listen_parser
 
+THREADS_HELP = (f"CPU threads onnxruntime uses within operators (0: one per core). The "
+                f"default {THREADS} was the fastest measured, idle and with other work running "
+                "(README, Speed); transcripts are the same at any setting")
+
 
 def _add_decoding_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and decoding")
-    g.add_argument("--model", help=f"model file (default: the bundled {OFFLINE_MODEL.name}; with "
-                   "--streaming the bundled streaming ONNX model)")
+    g.add_argument("--model", help=f"model file: an offline ONNX model (default: the bundled "
+                   f"{OFFLINE_ONNX.name}) or an `asr train` model.pt (needs the train extra); "
+                   "with --streaming a streaming ONNX model (default: the bundled one)")
     g.add_argument("--streaming", action="store_true",
                    help="run the streaming (unidirectional ONNX) engine instead")
     g.add_argument("--int8", action="store_true",
-                   help="with --streaming: the bundled int8 model (the offline model has none)")
+                   help=f"the bundled int8 model ({OFFLINE_ONNX_INT8.name}, or the streaming "
+                   "one with --streaming): smaller, transcripts nearly the same")
     add_lm_options(g, "; with --streaming it decodes final results")
-    g.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    g.add_argument("--threads", type=int, default=THREADS, metavar="N", help=THREADS_HELP)
 
 
 def _engine(args: argparse.Namespace):
     """The chosen recogniser (`asr.transcribe.Recognizer` or a `StreamingRecognizer`)."""
-    if args.int8 and not args.streaming:
-        raise ValueError("--int8 needs --streaming: the offline model runs in float32 only")
     if args.int8 and args.model:
         raise ValueError("--int8 picks the bundled int8 model; with --model give the int8 "
                          "ONNX file itself")
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads < 0:
+        raise ValueError(f"--threads must be 0 (one per core) or more, not {args.threads}")
     if args.streaming:
         from streaming.engine import StreamingRecognizer
 
         model = args.model or (STREAMING_MODEL_INT8 if args.int8 else STREAMING_MODEL)
-        return StreamingRecognizer(model, threads=args.threads or 1, **lm_options(args))
+        return StreamingRecognizer(model, threads=args.threads, **lm_options(args))
     from asr.transcribe import Recognizer
 
-    return Recognizer(args.model or OFFLINE_MODEL, **lm_options(args))
+    model = args.model or (OFFLINE_ONNX_INT8 if args.int8 else OFFLINE_ONNX)
+    return Recognizer(model, threads=args.threads, **lm_options(args))
 
 
 def _add_transcribe(sub: argparse._SubParsersAction) -> None:
@@ -73,7 +78,8 @@ def _add_transcribe(sub: argparse._SubParsersAction) -> None:
                    "jsonl, srt or vtt; inputs that share a stem keep their whole name "
                    "(a/x.wav, b/x.flac: x.wav.txt, x.flac.txt), a name given twice gets a "
                    "number (x.wav.2.txt). Needed for srt/vtt with several files")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr (there "
+                   "is none when stderr is not a terminal, or for one file)")
     _add_decoding_options(p)
     p.set_defaults(run=_run_transcribe)
 
@@ -82,10 +88,8 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from asr.formats import output_names, render, to_dict
-    from asr.results import FileError
+    from asr.results import FileError, FileResult
 
     several = len(args.files) > 1
     if several and args.format in ("srt", "vtt") and not args.output_dir:
@@ -97,10 +101,13 @@ def _run_transcribe(args: argparse.Namespace) -> int:
         names = output_names(args.files, args.format)
     else:
         names = [""] * len(args.files)
-    bar = tqdm(total=len(args.files), unit="file", disable=args.no_progress or not several,
-               file=sys.stderr)
+    bar = _progress_bar(args.files, enabled=several and not args.no_progress)
     failed, collected = 0, []
-    items = engine.transcribe_files(args.files, on_file=bar.update)
+
+    def on_file(item: FileResult | FileError) -> None:
+        bar.update(item.duration if isinstance(item, FileResult) else 0.0)
+
+    items = engine.transcribe_files(args.files, on_file=on_file)
     for name, item in zip(names, items, strict=True):
         for warning in [] if isinstance(item, FileError) else item.warnings:
             bar.write(f"asr transcribe: warning: {printable(warning)}", file=sys.stderr)
@@ -128,6 +135,21 @@ def _run_transcribe(args: argparse.Namespace) -> int:
     if failed:
         print(f"asr transcribe: {failed} of {len(args.files)} file(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _progress_bar(files: list[str], enabled: bool):
+    """A tqdm bar on stderr counting seconds of audio done (the headers' total), so that its
+    estimate holds for files of any length; disabled unless `enabled` and stderr is a
+    terminal."""
+    from tqdm import tqdm
+
+    from asr.results import header_seconds
+
+    show = enabled and sys.stderr.isatty()
+    return tqdm(total=header_seconds(files) if show else 0, disable=not show, file=sys.stderr,
+                dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s audio "
+                           "[{elapsed}<{remaining}, {rate_fmt}]")
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,8 @@
-"""Greedy CTC decoding and word timings from CTC frames."""
+"""Greedy CTC decoding, word timings and word confidences from CTC frames."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -14,6 +15,9 @@ class Word:
     word: str
     start: float  # seconds
     end: float
+    # mean over the word's characters of the CTC posterior of each character at the frame
+    # that emits it (0-1); None where the decoder had no log-probabilities
+    conf: float | None = None
 
 
 @dataclass
@@ -36,24 +40,29 @@ def greedy_tokens(log_probs: np.ndarray, blank_id: int) -> list[tuple[int, int]]
 
 
 def words_from_tokens(tokens: list[tuple[int, int]], vocab: Vocabulary, frame_seconds: float,
-                      offset: float = 0.0) -> Transcript:
-    """Group `(token, frame)` pairs into words with start/end times in seconds.
+                      offset: float = 0.0, log_probs: np.ndarray | None = None) -> Transcript:
+    """Group `(token, frame)` pairs into words with start/end times in seconds, and with
+    `log_probs` (the `[T, V]` frames the tokens index) each word's confidence (`Word.conf`).
 
     A word starts at its first character's frame and ends one frame after its last.
     """
     words: list[Word] = []
     chars: list[str] = []
+    posteriors: list[float] = []
     first = last = 0
     for token, frame in [*tokens, (vocab.space_id, -1)]:
         if token == vocab.space_id:
             if chars:
+                conf = round(sum(posteriors) / len(posteriors), 3) if posteriors else None
                 words.append(Word("".join(chars), round(offset + first * frame_seconds, 3),
-                                  round(offset + (last + 1) * frame_seconds, 3)))
-                chars = []
+                                  round(offset + (last + 1) * frame_seconds, 3), conf))
+                chars, posteriors = [], []
             continue
         if not chars:
             first = frame
         chars.append(vocab.tokens[token])
+        if log_probs is not None:
+            posteriors.append(math.exp(float(log_probs[frame, token])))
         last = frame
     return Transcript(" ".join(w.word for w in words), words)
 
@@ -61,4 +70,5 @@ def words_from_tokens(tokens: list[tuple[int, int]], vocab: Vocabulary, frame_se
 def greedy_decode(log_probs: np.ndarray, vocab: Vocabulary, frame_seconds: float,
                   offset: float = 0.0) -> Transcript:
     """Best-path transcript of `[T, V]` CTC log-probabilities."""
-    return words_from_tokens(greedy_tokens(log_probs, vocab.blank_id), vocab, frame_seconds, offset)
+    return words_from_tokens(greedy_tokens(log_probs, vocab.blank_id), vocab, frame_seconds, offset,
+                             log_probs)

@@ -4,11 +4,17 @@ import argparse
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-OFFLINE_MODEL = ASSETS / "offline.pt"
+OFFLINE_MODEL = ASSETS / "offline.pt"  # the training checkpoint (`asr train --init`), not run
+OFFLINE_ONNX = ASSETS / "offline.onnx"  # what `Recognizer` and `asr transcribe` run
+OFFLINE_ONNX_INT8 = ASSETS / "offline.int8.onnx"
 STREAMING_MODEL = ASSETS / "streaming" / "model.onnx"
 STREAMING_MODEL_INT8 = ASSETS / "streaming" / "model.int8.onnx"
 LANGUAGE_MODEL = ASSETS / "lm.bin"
 OFFLINE_MODEL_TYPE = "lstm-ctc-offline"  # ONNX metadata `model_type` of an exported offline model
+
+# onnxruntime threads within operators, for offline and streaming recognition alike
+# (measured: scripts/benchmark_startup.py; README "Speed")
+THREADS = 1
 
 # beam search with the language model (tuned on the held-out dev split)
 BEAM_SIZE = 32

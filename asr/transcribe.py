@@ -1,18 +1,32 @@
-"""Offline recognition of recordings and files with a bidirectional (or any) model file."""
+"""Offline recognition of recordings and files with the offline ONNX model (numpy and
+onnxruntime only: no torch)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from asr import __version__
 from asr.audio import MIN_SECONDS, SAMPLE_RATE, check_sample_rate, mono_float32, resample
-from asr.checkpoint import load_model
 from asr.decode import Transcript, greedy_decode
-from asr.defaults import BEAM_SIZE, LM_WEIGHT, OFFLINE_MODEL, WORD_SCORE
+from asr.defaults import (
+    BEAM_SIZE,
+    LANGUAGE_MODEL,
+    LM_WEIGHT,
+    OFFLINE_MODEL_TYPE,
+    OFFLINE_ONNX,
+    THREADS,
+    WORD_SCORE,
+)
 from asr.results import FileError, FileResult, transcribe_files
+from asr.text import Vocabulary
+from streaming.engine import onnx_session
 
 MAX_SEGMENT_SECONDS = 20.0  # longer audio is cut at its quietest point before this
 SPLIT_SEARCH_SECONDS = 5.0  # how far back from the limit a cut may go
@@ -47,29 +61,46 @@ def cut_segments(blocks: Iterable[np.ndarray], max_seconds: float = MAX_SEGMENT_
 class Recognizer:
     """Loads a model once and transcribes many recordings, batched by length.
 
-    Greedy CTC decoding, or beam search with a KenLM word n-gram when `lm` is given.
+    `model`: an offline ONNX model (`export.onnx_export.export_offline_onnx`; default the
+    bundled one), or a PyTorch checkpoint (`asr train`'s model.pt; needs the `train` extra: it
+    is exported to ONNX once and cached). `lm`: a KenLM word n-gram for beam search (default
+    the bundled one), or None for greedy decoding. `threads`: onnxruntime's threads within
+    operators (0: one per core). Transcripts do not depend on `threads`.
     """
 
-    def __init__(self, model: str | Path = OFFLINE_MODEL, lm: str | Path | None = None,
+    def __init__(self, model: str | Path = OFFLINE_ONNX, lm: str | Path | None = LANGUAGE_MODEL,
                  beam_size: int = BEAM_SIZE, lm_weight: float = LM_WEIGHT,
-                 word_score: float = WORD_SCORE, device: str | None = None,
+                 word_score: float = WORD_SCORE, threads: int = THREADS,
                  batch_seconds: float = 120.0) -> None:
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = load_model(model, self.device)
+        path = Path(model)
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {path}")
+        if _is_checkpoint(path):
+            path = checkpoint_onnx(path)
+        try:
+            self.session = onnx_session(path, threads)
+        except RuntimeError as error:  # onnxruntime's errors: not ONNX, or damaged
+            raise ValueError(f"{model}: not a readable ONNX model ({error})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get("model_type") != OFFLINE_MODEL_TYPE:
+            raise ValueError(f"{model}: not an offline model (an ONNX file made by "
+                             "export_offline_onnx, or a model.pt); a streaming model runs "
+                             "with --streaming")
+        self.vocab = Vocabulary(tuple(json.loads(meta["vocabulary"])))
+        self.frame_seconds = float(meta["frame_seconds"])
         self.batch_seconds = batch_seconds
         self.beam = None
         if lm is not None:
             from asr.beam import BeamSearchDecoder
 
-            self.beam = BeamSearchDecoder(self.model.vocab, lm, beam_size=beam_size,
+            self.beam = BeamSearchDecoder(self.vocab, lm, beam_size=beam_size,
                                           lm_weight=lm_weight, word_score=word_score)
 
     def _decode(self, log_probs: np.ndarray, offset: float) -> Transcript:
         if self.beam is not None:
-            return self.beam.decode(log_probs, self.model.frame_seconds, offset)
-        return greedy_decode(log_probs, self.model.vocab, self.model.frame_seconds, offset)
+            return self.beam.decode(log_probs, self.frame_seconds, offset)
+        return greedy_decode(log_probs, self.vocab, self.frame_seconds, offset)
 
-    @torch.no_grad()
     def transcribe_many(self, recordings: Sequence[np.ndarray | Iterable[np.ndarray]],
                         ) -> list[Transcript]:
         """Transcripts of 16 kHz mono recordings, each an array or blocks read as they come
@@ -113,12 +144,12 @@ class Recognizer:
 
     def _run(self, batch: list[tuple[int, int, np.ndarray]],
              pieces: list[list[tuple[int, Transcript]]]) -> None:
-        lengths = torch.tensor([len(s) for _, _, s in batch])
-        audio = torch.zeros(len(batch), int(lengths.max()))
+        lengths = np.array([len(s) for _, _, s in batch], dtype=np.int64)
+        audio = np.zeros((len(batch), int(lengths.max())), dtype=np.float32)
         for row, (_, _, samples) in enumerate(batch):
-            audio[row, : len(samples)] = torch.from_numpy(samples)
-        log_probs, out_lengths = self.model.transcribe_audio(audio.to(self.device), lengths)
-        log_probs = log_probs.float().cpu().numpy()
+            audio[row, : len(samples)] = samples
+        log_probs, out_lengths = self.session.run(
+            None, {"audio": audio, "audio_lengths": lengths})
         for row, (index, start, _) in enumerate(batch):
             pieces[index].append((start, self._decode(log_probs[row, : out_lengths[row]],
                                                       start / SAMPLE_RATE)))
@@ -130,13 +161,43 @@ class Recognizer:
         rate = check_sample_rate(sample_rate)
         return self.transcribe_many([resample(mono_float32(audio), rate)])[0]
 
-    def transcribe_files(self, paths: Iterable[str], files_per_batch: int = 16,
-                         on_file: Callable[[], None] | None = None,
+    def transcribe_files(self, paths: Iterable[str],
+                         on_file: Callable[[FileResult | FileError], None] | None = None,
                          ) -> Iterator[FileResult | FileError]:
-        """Results in input order; an unreadable file yields a `FileError`, the rest go on."""
-        return transcribe_files(self.transcribe_many, paths, files_per_batch, on_file)
+        """Results in input order; an unreadable file yields a `FileError`, the rest go on.
+        `on_file` is called with each result as it is ready (see `asr.results`)."""
+        return transcribe_files(self.transcribe_many, paths, on_file=on_file)
 
 
 def _join(pieces: list[tuple[int, Transcript]]) -> Transcript:
     words = [w for _, t in pieces for w in t.words]
     return Transcript(" ".join(w.word for w in words), words)
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """Whether `path` is a PyTorch checkpoint (a zip archive) rather than an ONNX file."""
+    with open(path, "rb") as f:
+        return f.read(4) == b"PK\x03\x04"
+
+
+def checkpoint_onnx(checkpoint: Path) -> Path:
+    """The offline ONNX export of a PyTorch checkpoint, made once (needs torch and onnx: the
+    `train` extra) and cached by the checkpoint's content in `asr.beam.cache_dir()`."""
+    from asr.beam import cache_dir
+
+    digest = hashlib.sha256(checkpoint.read_bytes() + __version__.encode()).hexdigest()[:32]
+    target = cache_dir() / f"offline-{digest}.onnx"
+    if target.is_file():
+        return target
+    try:
+        from asr.checkpoint import load_model
+        from export.onnx_export import export_offline_onnx
+    except ImportError as error:
+        raise ValueError(f"{checkpoint} is a PyTorch checkpoint: running it needs the training "
+                         f"extra (pip install 'lstm-asr[train]'), missing {error.name}") from None
+    model = load_model(checkpoint)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as folder:
+        (fp32,) = export_offline_onnx(model, folder, int8=False)
+        os.replace(fp32, target)
+    return target

@@ -2,18 +2,32 @@
 
     python scripts/ship_models.py --offline runs/bilstm/model.pt --streaming runs/unilstm/model.pt
 
-The offline model is stored with float16 weights (half the size; loaded back as float32);
-the streaming model is exported to ONNX (fp32 and int8) as `asr export` does.
+The offline checkpoint is stored with float16 weights (half the size; loaded back as float32;
+`asr train --init` starts from it) and exported to ONNX (fp32 and int8), which is what
+recognition runs; the streaming model is exported to ONNX (fp32 and int8) as `asr export` does.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import tempfile
 from pathlib import Path
 
 from asr.checkpoint import load_model, save_model
-from asr.defaults import OFFLINE_MODEL, STREAMING_MODEL
-from export.onnx_export import export_onnx
+from asr.defaults import OFFLINE_MODEL, OFFLINE_ONNX, OFFLINE_ONNX_INT8, STREAMING_MODEL
+from export.onnx_export import export_offline_onnx, export_onnx
+
+
+def ship_offline(checkpoint: Path) -> list[Path]:
+    """The bundled offline checkpoint and its ONNX pair, from `checkpoint`."""
+    save_model(load_model(checkpoint), OFFLINE_MODEL, half=True, source=str(checkpoint))
+    with tempfile.TemporaryDirectory() as folder:
+        # exported from the float16-stored weights, exactly as shipped
+        fp32, int8 = export_offline_onnx(load_model(OFFLINE_MODEL), folder)
+        shutil.move(fp32, OFFLINE_ONNX)
+        shutil.move(int8, OFFLINE_ONNX_INT8)
+    return [OFFLINE_MODEL, OFFLINE_ONNX, OFFLINE_ONNX_INT8]
 
 
 def main() -> None:
@@ -22,13 +36,11 @@ def main() -> None:
     parser.add_argument("--offline", type=Path, help="bidirectional model file (model.pt)")
     parser.add_argument("--streaming", type=Path, help="unidirectional model file (model.pt)")
     args = parser.parse_args()
-    if args.offline:
-        model = load_model(args.offline)
-        save_model(model, OFFLINE_MODEL, half=True, source=str(args.offline))
-        print(f"{OFFLINE_MODEL}: {OFFLINE_MODEL.stat().st_size / 1e6:.1f} MB")
+    paths = ship_offline(args.offline) if args.offline else []
     if args.streaming:
-        for path in export_onnx(load_model(args.streaming), STREAMING_MODEL.parent):
-            print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
+        paths += export_onnx(load_model(args.streaming), STREAMING_MODEL.parent)
+    for path in paths:
+        print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":
