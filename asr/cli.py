@@ -18,6 +18,7 @@ from asr.defaults import (
 )
 from asr.formats import FORMATS, printable
 from streaming.listen import add_listen_parser
+from streaming.server import add_serve_parser
 
 THREADS_HELP = (f"CPU threads onnxruntime uses within operators (0: one per core). The "
                 f"default {THREADS} was the fastest measured, idle and with other work running "
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_transcribe(sub)
     add_listen_parser(sub)
+    add_serve_parser(sub)
     _add_evaluate(sub)
     _add_train(sub)
     _add_export(sub)
