@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -170,7 +171,7 @@ class _Lexicon:
                 lexicon = cls(words, data["spellings"], data["ends"], data["scores"])
             if len(words) == len(lexicon.ends) == len(lexicon.scores):
                 return lexicon
-        except (OSError, ValueError, KeyError, UnicodeDecodeError):  # none yet, or damaged
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # none, or damaged
             pass
         index = {token: i for i, token in enumerate(vocab.tokens)
                  if i not in (vocab.space_id, vocab.blank_id)}
@@ -202,10 +203,9 @@ class _Lexicon:
     def trie(self, vocab: Vocabulary) -> Trie:
         """Spelling trie, each node scored by its best word's unigram LM score."""
         trie = Trie(len(vocab), vocab.space_id)
-        spellings = np.split(self.spellings, self.ends[:-1]) if self.words else []
-        for word_id, (spelling, score) in enumerate(zip(spellings, self.scores.tolist(),
-                                                        strict=True), start=1):
-            trie.insert(spelling.tolist(), word_id, score)
+        flat, ends = self.spellings.tolist(), [0, *self.ends.tolist()]
+        for word_id, score in enumerate(self.scores.tolist(), start=1):
+            trie.insert(flat[ends[word_id - 1] : ends[word_id]], word_id, score)
         trie.smear(SmearingMode.MAX)
         return trie
 

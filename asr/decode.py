@@ -15,8 +15,8 @@ class Word:
     word: str
     start: float  # seconds
     end: float
-    # mean over the word's characters of the CTC posterior of each character at the frame
-    # that emits it (0-1); None where the decoder had no log-probabilities
+    # confidence 0-1: the lowest, over the word's characters, of the CTC posterior of the
+    # character at the frame that emits it; None where the decoder had no log-probabilities
     conf: float | None = None
 
 
@@ -53,7 +53,7 @@ def words_from_tokens(tokens: list[tuple[int, int]], vocab: Vocabulary, frame_se
     for token, frame in [*tokens, (vocab.space_id, -1)]:
         if token == vocab.space_id:
             if chars:
-                conf = round(sum(posteriors) / len(posteriors), 3) if posteriors else None
+                conf = round(min(posteriors), 3) if posteriors else None
                 words.append(Word("".join(chars), round(offset + first * frame_seconds, 3),
                                   round(offset + (last + 1) * frame_seconds, 3), conf))
                 chars, posteriors = [], []

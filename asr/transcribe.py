@@ -79,7 +79,7 @@ class Recognizer:
             path = checkpoint_onnx(path)
         try:
             self.session = onnx_session(path, threads)
-        except RuntimeError as error:  # onnxruntime's errors: not ONNX, or damaged
+        except Exception as error:  # onnxruntime's own error types: not ONNX, or damaged
             raise ValueError(f"{model}: not a readable ONNX model ({error})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("model_type") != OFFLINE_MODEL_TYPE:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asr.beam import BeamSearchDecoder, ctc_collapse
+from asr.beam import BeamSearchDecoder, cache_dir, ctc_collapse
 from asr.decode import greedy_decode
 from asr.text import Vocabulary
 
@@ -38,6 +38,12 @@ ngram 2=5
 \\end\\
 """
 WORDS = ["the", "tha", "cat", "sat", "mat"]
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """A cache folder of the test's own (the lexicon cache goes there)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
 
 @pytest.fixture
@@ -147,3 +153,59 @@ def test_missing_word_list_raises(tmp_path, lm_path):
 def test_wrong_width_raises():
     with pytest.raises(ValueError, match="shape"):
         BeamSearchDecoder(VOCAB).decode(np.zeros((3, 5), np.float32), FRAME)
+
+
+def cached_lexicons() -> list:
+    return sorted(cache_dir().glob("lexicon-*.npz"))
+
+
+def test_the_lexicon_is_cached_once_and_reused(lm_path):
+    assert BeamSearchDecoder(VOCAB, lm_path).decode(ambiguous_the_cat_sat(), FRAME).text == (
+        "the cat sat")
+    (cache,) = cached_lexicons()
+    written = cache.stat().st_mtime_ns
+    decoder = BeamSearchDecoder(VOCAB, lm_path)
+    assert decoder.decode(ambiguous_the_cat_sat(), FRAME).text == "the cat sat"
+    assert decoder.words == WORDS
+    assert cached_lexicons() == [cache] and cache.stat().st_mtime_ns == written
+
+
+def test_a_damaged_cache_is_rebuilt(lm_path):
+    BeamSearchDecoder(VOCAB, lm_path)
+    (cache,) = cached_lexicons()
+    for damage in (b"", b"PK\x03\x04 not really a zip", cache.read_bytes()[:200]):
+        cache.write_bytes(damage)
+        decoder = BeamSearchDecoder(VOCAB, lm_path)
+        assert decoder.decode(ambiguous_the_cat_sat(), FRAME).text == "the cat sat"
+        assert decoder.words == WORDS
+        assert cache.stat().st_size > 200  # written afresh
+
+
+def test_a_changed_word_list_gets_its_own_cache(lm_path):
+    BeamSearchDecoder(VOCAB, lm_path, lm_weight=0.0)
+    words = lm_path.with_name(lm_path.name + ".words.txt")
+    words.write_text("the\ncat\nsat\nmat\n")  # no "tha" any more
+    decoder = BeamSearchDecoder(VOCAB, lm_path, lm_weight=0.0)
+    assert decoder.decode(ambiguous_the_cat_sat(), FRAME).text == "the cat sat"
+    assert len(cached_lexicons()) == 2
+
+
+def test_without_a_writable_cache_it_still_works(tmp_path, monkeypatch, lm_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    for _ in range(2):
+        decoder = BeamSearchDecoder(VOCAB, lm_path)
+        assert decoder.decode(ambiguous_the_cat_sat(), FRAME).text == "the cat sat"
+
+
+def test_word_confidence_follows_the_posteriors(lm_path):
+    """Sure frames give confidence near 1; the LM's 'the' over the acoustically likelier 'tha'
+    is less sure, at its vowel only."""
+    sure = BeamSearchDecoder(VOCAB, lm_path).decode(peaky("_cc_aa_t_ _ss_a_t"), FRAME)
+    assert all(w.conf > 0.99 for w in sure.words)
+    words = BeamSearchDecoder(VOCAB, lm_path).decode(ambiguous_the_cat_sat(), FRAME).words
+    assert [w.word for w in words] == ["the", "cat", "sat"]
+    assert words[0].conf < 0.9 < min(w.conf for w in words[1:])
+    greedy = greedy_decode(ambiguous_the_cat_sat(), VOCAB, FRAME).words
+    assert greedy[0].word == "tha" and words[0].conf < greedy[0].conf < 0.99

@@ -49,7 +49,7 @@ def test_help_teaches():
     assert "--format" in asr("transcribe", "--help").stdout
 
 
-@pytest.mark.parametrize("options", [(), ("--streaming", "--int8")])
+@pytest.mark.parametrize("options", [(), ("--int8",), ("--streaming", "--int8")])
 def test_the_readme_example_is_transcribed_correctly(options):
     """The quick-start command (a held-out speaker and sentence; see examples/README.md)."""
     assert asr("transcribe", str(EXAMPLE), *options).stdout == "he could not see himself\n"
@@ -210,12 +210,68 @@ def test_output_dir_writes_one_file_per_input_without_collisions(tmp_path):
         assert data["path"] == str(path) and data["text"] == EXAMPLE_TEXT
 
 
-def test_int8_without_streaming_is_refused():
-    for options in (("--int8",), ("--int8", "--streaming", "--model", "my.onnx")):
+def test_int8_with_a_model_of_ones_own_is_refused():
+    for options in (("--int8", "--model", "my.onnx"), ("--int8", "--streaming", "--model",
+                                                       "my.onnx")):
         result = asr("transcribe", str(EXAMPLE), *options, check=False)
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.startswith("asr transcribe: error: --int8 ")
         assert len(result.stderr.splitlines()) == 1  # one line, no traceback
+
+
+@pytest.mark.parametrize("model", ["streaming", "not onnx"])
+def test_a_model_that_is_not_an_offline_model_is_one_line(tmp_path, model):
+    from asr.defaults import STREAMING_MODEL
+
+    path = tmp_path / "model.onnx"
+    if model == "streaming":
+        shutil.copy(STREAMING_MODEL, path)
+    else:
+        path.write_bytes(b"\x00not a model\xff" * 100)
+    result = asr("transcribe", str(EXAMPLE), "--model", str(path), check=False)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"asr transcribe: error: {path}: not ")
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("engine", [(), ("--streaming",)])
+def test_the_thread_count_does_not_change_the_output(recordings, engine):
+    paths, _ = recordings
+    outputs = {asr("transcribe", *map(str, paths), "--format", "jsonl", "--threads", threads,
+                   *engine).stdout for threads in ("1", "2", "0")}
+    assert len(outputs) == 1
+
+
+def test_progress_per_file_on_a_terminal_only(recordings):
+    """With stderr a terminal: a bar counting seconds of audio (the headers' total), advanced
+    as each file is done; with stderr a pipe or file: nothing but warnings and errors."""
+    import pty
+
+    paths, _ = recordings
+    assert asr("transcribe", *map(str, paths), "--lm", "none").stderr == ""
+    leader, follower = pty.openpty()
+    try:
+        result = subprocess.run([sys.executable, "-m", "asr", "transcribe", *map(str, paths),
+                                 "--lm", "none"], stdout=subprocess.PIPE, stderr=follower,
+                                timeout=300)
+        os.close(follower)
+        shown = b""
+        while chunk := _read(leader):
+            shown += chunk
+    finally:
+        os.close(leader)
+    assert result.returncode == 0
+    total = sum(sf.info(str(p)).duration for p in paths)
+    screens = shown.decode().split("\r")
+    done = [s for s in screens if "s audio" in s]
+    assert f" {total:.0f}/{total:.0f} s audio" in done[-1] and "100%" in done[-1]
+
+
+def _read(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # the terminal's other end is closed: all read
+        return b""
 
 
 def test_evaluate_reads_missing_durations_and_leaves_out_unreadable_audio(tmp_path):
