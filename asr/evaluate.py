@@ -60,7 +60,8 @@ def evaluate(transcriber: Transcriber, utterances: list[Utterance]) -> Report:
     """Transcribe each utterance (one at a time, as a user would) and score it; an utterance
     whose audio can't be read is left out of the scores and listed in `Report.unreadable`."""
     report = Report()
-    for utterance in tqdm(utterances, unit="utt", file=sys.stderr):
+    for utterance in tqdm(utterances, unit="utt", file=sys.stderr,
+                          disable=not sys.stderr.isatty()):
         try:
             audio = load_audio(utterance.audio)
         except AudioError as error:

@@ -10,7 +10,7 @@ with other work running (the measurements behind the default `--threads`).
 - real-time factor (compute after loading / audio seconds) of the offline model (fp32, int8)
   and the streaming engine (fp32, int8), all with the bundled LM, at each `--threads`
   setting (0: onnxruntime's choice, one per core), each in a fresh process, on `--seconds` of
-  audio (the example repeated, 0.5 s apart); once idle and once with `--hogs` busy-looping
+  audio (the example repeated, 0.5 s apart; the median of 3 runs); once idle and once with `--hogs` busy-looping
   processes (another core busy). It prints, per condition, how far each setting is from the
   best, and whether the default (`asr.defaults.THREADS`) is within 20% of it.
 """
@@ -36,6 +36,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example.wav"
 ENGINES = ("offline", "offline-int8", "streaming", "streaming-int8")
 HOG = "while True: pass"
 WITHIN = 1.2  # the default's RTF may be at most this times the best
+REPEATS = 3  # timed runs per setting (the median counts)
 
 
 def asr_command() -> list[str]:
@@ -76,10 +77,12 @@ def worker(engine: str, threads: int, seconds: float) -> None:
             STREAMING_MODEL_INT8 if engine.endswith("int8") else STREAMING_MODEL,
             threads=threads, lm=LANGUAGE_MODEL)
     recognizer.transcribe(audio[:16000])  # warm up
-    started = time.perf_counter()
-    recognizer.transcribe(audio)
-    elapsed = time.perf_counter() - started
-    print(json.dumps({"rtf": elapsed / (len(audio) / 16000)}))
+    elapsed = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        recognizer.transcribe(audio)
+        elapsed.append(time.perf_counter() - started)
+    print(json.dumps({"rtf": statistics.median(elapsed) / (len(audio) / 16000)}))
 
 
 def rtf(engine: str, threads: int, seconds: float) -> float:

@@ -192,7 +192,7 @@ def test_one_sample_file_gets_an_empty_transcript_and_a_warning(one_sample, engi
 def recognizer():
     from asr.transcribe import Recognizer
 
-    return Recognizer(device="cpu")
+    return Recognizer(lm=None)
 
 
 def test_one_sample_through_the_api(recognizer, one_sample):
