@@ -11,8 +11,8 @@ with other work running (the measurements behind the default `--threads`).
   and the streaming engine (fp32, int8), all with the bundled LM, at each `--threads`
   setting (0: onnxruntime's choice, one per core), each in a fresh process, on `--seconds` of
   audio (the example repeated, 0.5 s apart; the median of 3 runs); once idle and once with
-  `--hogs` busy-looping processes (another core busy). It prints, per condition, how far each setting is from the
-  best, and whether the default (`asr.defaults.THREADS`) is within 20% of it.
+  `--hogs` busy-looping processes (another core busy). It prints, per condition, how far each
+  setting is from the best, and whether the default (`asr.defaults.THREADS`) is within 20%.
 """
 
 from __future__ import annotations
