@@ -335,7 +335,8 @@ class Progress:
                     stats["synth_cpu_s"] += result.synth_cpu
                     stats["augment_cpu_s"] += result.augment_cpu
                     stats["items"] += 1
-            bar.update((result.duration or 0.0) if by_seconds else 1)
+            step = (result.duration or 0.0) if by_seconds else 1
+            bar.update(min(step, max(bar.total - bar.n, 0)))  # a bar past its total shows None
 
 
 def render_corpus(settings: Settings, limit: int | None, hours: float | None,
