@@ -204,7 +204,7 @@ def _microphone_recording(path: Path, utterances: list[np.ndarray]) -> float:
 def _python_transcripts(audio: np.ndarray) -> list[str]:
     """The Python engine's greedy transcript of one utterance (int16-rounded, as in the WAV)
     at each alignment of the model's 30 ms step grid, in PHASE_SAMPLES steps."""
-    recognizer = StreamingRecognizer(STREAMING_MODEL_INT8)
+    recognizer = StreamingRecognizer(STREAMING_MODEL_INT8, lm=None)  # greedy, as the page
     audio = np.round(audio * INT16_SCALE) / INT16_SCALE
     return [_words(" ".join(r.text for r in recognizer.transcribe_recording(
                 np.concatenate([_silence(LEAD_SECONDS), np.zeros(shift, np.float32), audio,

@@ -118,6 +118,7 @@ class StreamingRecognizer {
     this.queue = Promise.resolve(); // runs one chunk at a time, in order
     this.onPartial = () => {};
     this.onFinal = () => {};
+    this.onError = () => {};
     this.newUtterance();
   }
 
@@ -136,13 +137,17 @@ class StreamingRecognizer {
 
   /** Take the next block of model-rate samples; partial and final results come by callback. */
   acceptWaveform(samples) {
-    this.queue = this.queue.then(() => this.push(samples));
-    return this.queue;
+    return this.enqueue(() => this.push(samples));
   }
 
   /** Finish the stream: the current utterance's final result (after all queued audio). */
   finish() {
-    this.queue = this.queue.then(() => this.finalResult());
+    return this.enqueue(() => this.finalResult());
+  }
+
+  /** Run `work` after the queued work; a failure is reported and the next work goes on. */
+  enqueue(work) {
+    this.queue = this.queue.then(work).catch((error) => this.onError(error));
     return this.queue;
   }
 
@@ -266,13 +271,21 @@ async function start() {
     return;
   }
   const context = new AudioContext();
-  await context.audioWorklet.addModule(WORKLET_URL);
-  const node = new AudioWorkletNode(context, "microphone-resampler", {
-    processorOptions: { targetRate: recognizer.sampleRate },
-  });
-  node.port.onmessage = (event) => recognizer.acceptWaveform(event.data);
-  context.createMediaStreamSource(stream).connect(node);
-  node.connect(context.destination); // the node outputs silence; this keeps it running
+  try {
+    await context.audioWorklet.addModule(WORKLET_URL);
+    const node = new AudioWorkletNode(context, "microphone-resampler", {
+      processorOptions: { targetRate: recognizer.sampleRate },
+    });
+    node.port.onmessage = (event) => recognizer.acceptWaveform(event.data);
+    context.createMediaStreamSource(stream).connect(node);
+    node.connect(context.destination); // the node outputs silence; this keeps it running
+  } catch (error) {
+    stream.getTracks().forEach((track) => track.stop());
+    await context.close();
+    showError(`The browser's audio processing failed to start: ${error.message ?? error}`);
+    setState("audio-error", "Audio processing failed.");
+    return;
+  }
   microphone = { stream, context };
   button.textContent = "Stop";
   await context.resume();
@@ -312,6 +325,7 @@ async function main() {
   }
   recognizer.onPartial = (text) => { $("partial").textContent = text; };
   recognizer.onFinal = appendFinal;
+  recognizer.onError = (error) => showError(`Recognition failed: ${error.message ?? error}`);
   button.disabled = false;
   button.onclick = () => (microphone ? stop() : start());
   setState("ready", "Ready: press Start and speak.");
