@@ -13,16 +13,13 @@ from asr.defaults import (
     STREAMING_MODEL,
     STREAMING_MODEL_INT8,
     THREADS,
+    THREADS_HELP,
     add_lm_options,
     lm_options,
 )
 from asr.formats import FORMATS, printable
 from streaming.listen import add_listen_parser
 from streaming.server import add_serve_parser
-
-THREADS_HELP = (f"CPU threads onnxruntime uses within operators (0: one per core). The "
-                f"default {THREADS} was the fastest measured, idle and with other work running "
-                "(README, Speed); transcripts are the same at any setting")
 
 
 def _add_decoding_options(p: argparse.ArgumentParser) -> None:

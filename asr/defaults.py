@@ -15,6 +15,9 @@ OFFLINE_MODEL_TYPE = "lstm-ctc-offline"  # ONNX metadata `model_type` of an expo
 # onnxruntime threads within operators, for offline and streaming recognition alike
 # (measured: scripts/benchmark_startup.py; README "Speed")
 THREADS = 1
+THREADS_HELP = (f"CPU threads onnxruntime uses within operators (0: one per core). The default "
+                f"{THREADS} was the fastest measured, idle and with other work running (README, "
+                "Speed); results are the same at any setting")
 
 # beam search with the language model (tuned on the held-out dev split)
 BEAM_SIZE = 32

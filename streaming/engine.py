@@ -43,7 +43,14 @@ from asr.audio import (
     mono_float32,
 )
 from asr.decode import Transcript, Word, greedy_tokens, words_from_tokens
-from asr.defaults import BEAM_SIZE, LM_WEIGHT, STREAMING_MODEL, WORD_SCORE
+from asr.defaults import (
+    BEAM_SIZE,
+    LANGUAGE_MODEL,
+    LM_WEIGHT,
+    STREAMING_MODEL,
+    THREADS,
+    WORD_SCORE,
+)
 from asr.results import FileError, FileResult, transcribe_files
 from asr.text import Vocabulary
 from streaming.endpoint import EndpointConfig, EndpointDetector
@@ -129,8 +136,9 @@ class StreamingModel:
     """
 
     def __init__(self, model: str | Path = STREAMING_MODEL,
-                 endpoint: EndpointConfig = DEFAULT_ENDPOINT, threads: int = 1,
-                 chunk_samples: int | None = None, lm: str | Path | None = None,
+                 endpoint: EndpointConfig = DEFAULT_ENDPOINT, threads: int = THREADS,
+                 chunk_samples: int | None = None,
+                 lm: str | Path | None = LANGUAGE_MODEL,
                  beam_size: int = BEAM_SIZE, lm_weight: float = LM_WEIGHT,
                  word_score: float = WORD_SCORE) -> None:
         """`chunk_samples`: model-rate samples per ONNX run, a multiple of the hop (default:
@@ -394,8 +402,9 @@ class StreamingRecognizer(Stream):
     """
 
     def __init__(self, model: str | Path = STREAMING_MODEL,
-                 endpoint: EndpointConfig = DEFAULT_ENDPOINT, threads: int = 1,
-                 chunk_samples: int | None = None, lm: str | Path | None = None,
+                 endpoint: EndpointConfig = DEFAULT_ENDPOINT, threads: int = THREADS,
+                 chunk_samples: int | None = None,
+                 lm: str | Path | None = LANGUAGE_MODEL,
                  beam_size: int = BEAM_SIZE, lm_weight: float = LM_WEIGHT,
                  word_score: float = WORD_SCORE) -> None:
         """The arguments of `StreamingModel`."""

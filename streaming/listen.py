@@ -19,7 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
-from asr.defaults import STREAMING_MODEL, STREAMING_MODEL_INT8, add_lm_options, lm_options
+from asr.defaults import (
+    STREAMING_MODEL,
+    STREAMING_MODEL_INT8,
+    THREADS,
+    THREADS_HELP,
+    add_lm_options,
+    lm_options,
+)
 
 _CLEAR_LINE = "\r\033[K"
 _REPORT_SECONDS = 2.0  # at most one input-overflow warning this often
@@ -64,7 +71,7 @@ def add_listen_parser(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p.add_argument("--model", metavar="ONNX", help=f"streaming ONNX model (default: the bundled "
                    f"{STREAMING_MODEL.name}, or {STREAMING_MODEL_INT8.name} with --int8)")
     p.add_argument("--int8", action="store_true", help="use the bundled int8 model (faster)")
-    p.add_argument("--threads", type=int, default=1, metavar="N", help="onnxruntime CPU threads")
+    p.add_argument("--threads", type=int, default=THREADS, metavar="N", help=THREADS_HELP)
     add_lm_options(p, "; for final results only (partial results are always greedy)")
     p.add_argument("--format", choices=("text", "jsonl"), default="text",
                    help="text: one line per utterance; jsonl: one JSON object per utterance "

@@ -245,11 +245,15 @@ def test_the_thread_count_does_not_change_the_output(recordings, engine):
 def test_progress_per_file_on_a_terminal_only(recordings):
     """With stderr a terminal: a bar counting seconds of audio (the headers' total), advanced
     as each file is done; with stderr a pipe or file: nothing but warnings and errors."""
+    import fcntl
     import pty
+    import struct
+    import termios
 
     paths, _ = recordings
     assert asr("transcribe", *map(str, paths), "--lm", "none").stderr == ""
     leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns
     try:
         result = subprocess.run([sys.executable, "-m", "asr", "transcribe", *map(str, paths),
                                  "--lm", "none"], stdout=subprocess.PIPE, stderr=follower,

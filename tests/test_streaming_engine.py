@@ -128,7 +128,7 @@ def test_any_buffer_sizes_give_the_offline_log_probs(small, recording, offline, 
 
 
 def test_incremental_greedy_decoding_matches_the_whole_utterance(small, recording, offline):
-    engine = StreamingRecognizer(small[1], NEVER, chunk_samples=HOP)  # one hop per run
+    engine = StreamingRecognizer(small[1], NEVER, chunk_samples=HOP, lm=None)  # one hop a run
     engine.accept_waveform(recording, RATE)
     partial = engine.partial_result()
     final = engine.final_result()
@@ -175,7 +175,7 @@ def test_a_rate_change_mid_stream_loses_no_audio(small, recording, offline):
 def test_trained_model_transcribes_any_rate_alike(trained, recording):
     """44.1 and 48 kHz give the 16 kHz transcript up to a character; 8 kHz (telephone band: no
     energy above 4 kHz, unlike anything in training) may lose up to half the characters."""
-    engine = StreamingRecognizer(trained, NEVER)
+    engine = StreamingRecognizer(trained, NEVER, lm=None)
     reference = engine.transcribe_file(_arctic(1)[0])[0].text
     assert len(reference) > 10
     for rate, max_errors in ((44100, 1), (48000, 1), (8000, len(reference) // 2)):
@@ -190,7 +190,7 @@ def test_lm_decodes_final_results_and_partials_stay_greedy(trained, recording):
     the LM's lexicon only); partial results are the greedy ones of an engine without it."""
     if not LANGUAGE_MODEL.is_file():
         pytest.skip(f"no language model at {LANGUAGE_MODEL}")
-    greedy = StreamingRecognizer(trained, NEVER)
+    greedy = StreamingRecognizer(trained, NEVER, lm=None)
     beam = StreamingRecognizer(trained, NEVER, lm=LANGUAGE_MODEL)
     for buffer in _buffers(recording):
         greedy.accept_waveform(buffer, RATE)
