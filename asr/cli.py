@@ -276,14 +276,18 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export a unidirectional model to streaming ONNX (fp32 and int8)",
+        "export", help="export a model to ONNX (fp32 and int8): streaming or offline",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Write DIR/model.onnx and DIR/model.int8.onnx: raw 16 kHz audio in, CTC "
-        "log-probabilities out, LSTM and frontend state as explicit inputs/outputs, vocabulary "
-        "and settings in the metadata. Checks chunked-ONNX against PyTorch afterwards.")
-    p.add_argument("checkpoint", help="a unidirectional model file (asr train --unidirectional)")
+        description="Write DIR/model.onnx and DIR/model.int8.onnx with the vocabulary and "
+        "settings in the metadata. A unidirectional model becomes a streaming model (raw 16 kHz "
+        "audio chunks in, CTC log-probabilities out, LSTM and frontend state as explicit "
+        "inputs/outputs; checked chunk by chunk against PyTorch); a bidirectional one an "
+        "offline model for `asr transcribe --model` (a padded audio batch and its lengths in; "
+        "checked on a batch against PyTorch). Needs the train extra (torch, onnx).")
+    p.add_argument("checkpoint", help="a model file (asr train's model.pt)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--chunk-ms", type=int, default=160, help="recommended chunk, in metadata")
+    p.add_argument("--chunk-ms", type=int, default=160,
+                   help="recommended chunk, in the streaming model's metadata")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 copy")
     p.set_defaults(run=_run_export)
 
@@ -292,13 +296,27 @@ def _run_export(args: argparse.Namespace) -> int:
     import numpy as np
 
     from asr.checkpoint import load_model
-    from export.onnx_export import export_onnx
-    from export.parity import max_abs_diff, pad_to_steps, run_chunks, torch_log_probs
+    from export.onnx_export import export_offline_onnx, export_onnx
+    from export.parity import (
+        max_abs_diff,
+        offline_max_abs_diff,
+        pad_to_steps,
+        run_chunks,
+        torch_log_probs,
+    )
     from streaming.engine import onnx_session
 
     model = load_model(args.checkpoint)
+    audio = np.random.default_rng(0).uniform(-0.3, 0.3, 48000).astype(np.float32)
+    if model.dims.bidirectional:
+        paths = export_offline_onnx(model, args.out, int8=not args.no_int8)
+        for path in paths:
+            diff = offline_max_abs_diff(onnx_session(path), model, [audio, audio[:20000]])
+            print(f"{path}: {path.stat().st_size / 1e6:.1f} MB, offline batch vs PyTorch max "
+                  f"|diff| {diff:.2e}")
+        return 0
     paths = export_onnx(model, args.out, chunk_ms=args.chunk_ms, int8=not args.no_int8)
-    audio = pad_to_steps(np.random.default_rng(0).uniform(-0.3, 0.3, 48000), model)
+    audio = pad_to_steps(audio, model)
     reference = torch_log_probs(model, audio)
     hop = model.features.hop_length
     for path in paths:

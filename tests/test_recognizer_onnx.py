@@ -3,6 +3,9 @@ was exported from, a model.pt run through a cached export, one set of defaults, 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from common import EXAMPLE
@@ -97,3 +100,22 @@ def test_models_that_are_not_offline_models_are_refused(tmp_path):
         Recognizer(tmp_path / "missing.onnx")
     with pytest.raises(FileNotFoundError, match="language model not found"):
         Recognizer(lm="lm.bin")
+
+
+def test_asr_export_of_a_bidirectional_model_runs_in_asr_transcribe(tmp_path):
+    """`asr export` of the bundled checkpoint writes an offline ONNX pair that `asr transcribe
+    --model` runs, giving the bundled ONNX model's output."""
+    pytest.importorskip("torch")
+
+    def asr(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "asr", *args], capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    printed = asr("export", str(OFFLINE_MODEL), "--out", str(tmp_path))
+    assert "offline batch vs PyTorch" in printed
+    for name, bundled in (("model.onnx", OFFLINE_ONNX), ("model.int8.onnx", OFFLINE_ONNX_INT8)):
+        assert (asr("transcribe", str(EXAMPLE), "--format", "jsonl", "--model",
+                    str(tmp_path / name))
+                == asr("transcribe", str(EXAMPLE), "--format", "jsonl", "--model", str(bundled)))
