@@ -334,7 +334,7 @@ def file_transcript(streaming_model: Path, speech_wav: Path) -> str:
     finals themselves are tested in test_streaming_engine)."""
     from streaming.engine import StreamingRecognizer
 
-    results = StreamingRecognizer(streaming_model).transcribe_file(speech_wav)
+    results = StreamingRecognizer(streaming_model, lm=None).transcribe_file(speech_wav)
     text = " ".join(result.text for result in results)
     assert text, "the model recognised nothing in a clear utterance"
     return text
