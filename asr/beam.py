@@ -6,8 +6,9 @@ space.  Without one it is a plain CTC prefix beam search over characters
 (`LexiconFreeDecoder` with a zero LM).  Build an LM with `scripts/build_lm.py`.
 
 The lexicon's pieces (the spellable words, their token ids and unigram scores) are computed
-once per LM and word list and cached in `cache_dir()` (keyed by both files' path, size and
-modification time, and the vocabulary), so later starts only insert them into the trie.
+once per LM and word list and cached in `asr.defaults.cache_dir()` (keyed by both files' path,
+size and modification time, and the vocabulary), so later starts only insert them into the
+trie.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from flashlight.lib.text.decoder import (
 from flashlight.lib.text.dictionary import Dictionary
 
 from asr.decode import Transcript, words_from_tokens
-from asr.defaults import BEAM_SIZE, LM_WEIGHT, WORD_SCORE
+from asr.defaults import BEAM_SIZE, LM_WEIGHT, WORD_SCORE, cache_dir
 from asr.text import Vocabulary
 
 if TYPE_CHECKING:
@@ -44,12 +45,6 @@ if TYPE_CHECKING:
 UNK = "<unk>"
 _SPECIAL_WORDS = frozenset({"<s>", "</s>", UNK})
 LEXICON_CACHE_VERSION = 1  # bump when the cached pieces change meaning
-
-
-def cache_dir() -> Path:
-    """Where built pieces are cached: `$XDG_CACHE_HOME/lstm-asr` (default `~/.cache/lstm-asr`)."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "lstm-asr"
 
 
 def load_words(path: str | Path) -> list[str]:

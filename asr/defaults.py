@@ -1,6 +1,7 @@
 """Bundled default models and settings shared by the CLI and the API (imports no torch)."""
 
 import argparse
+import os
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -23,6 +24,13 @@ THREADS_HELP = (f"CPU threads onnxruntime uses within operators (0: one per core
 BEAM_SIZE = 32
 LM_WEIGHT = 1.0
 WORD_SCORE = 1.0
+
+
+def cache_dir() -> Path:
+    """Where built pieces (LM lexicons, exports of checkpoints) are cached:
+    `$XDG_CACHE_HOME/lstm-asr`, by default `~/.cache/lstm-asr`."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "lstm-asr"
 
 
 def language_model(option: str | None) -> str | None:

@@ -23,6 +23,7 @@ from asr.defaults import (
     OFFLINE_ONNX,
     THREADS,
     WORD_SCORE,
+    cache_dir,
 )
 from asr.results import FileError, FileResult, transcribe_files
 from asr.text import Vocabulary
@@ -182,9 +183,7 @@ def _is_checkpoint(path: Path) -> bool:
 
 def checkpoint_onnx(checkpoint: Path) -> Path:
     """The offline ONNX export of a PyTorch checkpoint, made once (needs torch and onnx: the
-    `train` extra) and cached by the checkpoint's content in `asr.beam.cache_dir()`."""
-    from asr.beam import cache_dir
-
+    `train` extra) and cached by the checkpoint's content in `cache_dir()`."""
     digest = hashlib.sha256(checkpoint.read_bytes() + __version__.encode()).hexdigest()[:32]
     target = cache_dir() / f"offline-{digest}.onnx"
     if target.is_file():

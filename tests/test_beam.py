@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asr.beam import BeamSearchDecoder, cache_dir, ctc_collapse
+from asr.beam import BeamSearchDecoder, ctc_collapse
 from asr.decode import greedy_decode
+from asr.defaults import cache_dir
 from asr.text import Vocabulary
 
 VOCAB = Vocabulary()

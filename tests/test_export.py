@@ -12,7 +12,7 @@ from common import EXAMPLE, shared_utterances
 
 from asr.audio import load_audio
 from asr.checkpoint import save_model
-from asr.defaults import STREAMING_MODEL, STREAMING_MODEL_INT8
+from asr.defaults import OFFLINE_MODEL_TYPE, STREAMING_MODEL, STREAMING_MODEL_INT8
 from asr.metrics import ErrorRates
 from asr.model import CTCModel, ModelDims
 from export.onnx_export import FP32_NAME, INT8_NAME
@@ -59,11 +59,13 @@ def test_export_cli_writes_both_models_and_checks_parity(tmp_path):
     assert relative_error(int8, fp32) < INT8_MAX_RELATIVE_ERROR
 
 
-def test_export_refuses_a_bidirectional_model(tmp_path):
+def test_export_of_a_bidirectional_model_is_an_offline_model(tmp_path):
     save_model(CTCModel(ModelDims(hidden=16, layers=1)), tmp_path / "bi.pt")
     result = subprocess.run([sys.executable, "-m", "asr", "export", str(tmp_path / "bi.pt"),
-                             "--out", str(tmp_path)], capture_output=True, text=True)
-    assert result.returncode != 0 and "unidirectional" in result.stderr
+                             "--out", str(tmp_path), "--no-int8"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / FP32_NAME)).metadata_props}
+    assert meta["model_type"] == OFFLINE_MODEL_TYPE
 
 
 @shipped

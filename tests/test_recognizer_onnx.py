@@ -11,7 +11,7 @@ import pytest
 from common import EXAMPLE
 
 from asr.audio import load_audio
-from asr.beam import BeamSearchDecoder, cache_dir
+from asr.beam import BeamSearchDecoder
 from asr.corpora import read_corpus
 from asr.defaults import (
     LANGUAGE_MODEL,
@@ -20,6 +20,7 @@ from asr.defaults import (
     OFFLINE_ONNX_INT8,
     SHARED_SPEECH,
     STREAMING_MODEL,
+    cache_dir,
 )
 from asr.metrics import ErrorRates
 from asr.transcribe import Recognizer

@@ -15,7 +15,7 @@ import pytest
 from common import EXAMPLE
 
 from asr.corpora import read_corpus
-from asr.defaults import OFFLINE_ONNX, SHARED_SPEECH
+from asr.defaults import OFFLINE_MODEL, OFFLINE_ONNX, SHARED_SPEECH
 from asr.formats import to_dict
 from asr.transcribe import Recognizer
 
@@ -93,3 +93,8 @@ def test_fresh_virtualenv_without_torch(tmp_path):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     expected = [to_dict(item) for item in Recognizer().transcribe_files(paths)]
     assert rows == expected
+    checkpoint = subprocess.run([str(asr), "transcribe", str(EXAMPLE), "--model",
+                                 str(OFFLINE_MODEL)], capture_output=True, text=True,
+                                timeout=300, env=env, cwd=tmp_path)
+    assert checkpoint.returncode == 2 and checkpoint.stdout == ""
+    assert "lstm-asr[train]" in checkpoint.stderr and len(checkpoint.stderr.splitlines()) == 1
