@@ -22,6 +22,9 @@ import soxr
 SAMPLE_RATE = 16000
 INT16_SCALE = 32768.0
 RESAMPLE_QUALITY = "HQ"
+# Float samples beyond this peak are not [-1, 1] audio (e.g. unscaled int16 values as floats);
+# a little over 1 is tolerated (resampling overshoot, hot recordings).
+FLOAT_PEAK_LIMIT = 2.0
 MIN_SECONDS = 0.1  # shorter audio holds no word: recognisers give it an empty transcript
 FILE_RATES = (4000, 768000)  # sample rates (Hz) a file may have; others are refused
 BLOCK_SAMPLES = 8192  # samples (all channels together) read from a file at a time
@@ -82,7 +85,16 @@ def mono_float32(samples: np.ndarray) -> np.ndarray:
     audio = np.ascontiguousarray(to_mono(audio), dtype=np.float32)
     if not np.all(np.isfinite(audio)):
         raise ValueError("samples contain NaN or infinite values")
+    if (peak := _too_hot(audio)) is not None:
+        raise ValueError(f"float samples must lie in [-1, 1], these reach {peak:g}; divide "
+                         f"int16-range values by {INT16_SCALE:g} (or pass them as int16)")
     return audio
+
+
+def _too_hot(samples: np.ndarray) -> float | None:
+    """The peak of `samples` when it is above `FLOAT_PEAK_LIMIT`, else None."""
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    return peak if peak > FLOAT_PEAK_LIMIT else None
 
 
 def _check_path(path: Path) -> None:
@@ -181,6 +193,9 @@ class AudioStream:
             for block in self._read_sndfile() if self.file_rate else self._read_ffmpeg():
                 if not np.all(np.isfinite(block)):
                     raise AudioError(f"{self.path}: contains NaN or infinite samples")
+                if (peak := _too_hot(block)) is not None:
+                    raise AudioError(f"{self.path}: float samples reach {peak:g}, far outside "
+                                     "[-1, 1] (unscaled integer PCM stored as float?)")
                 if len(block):
                     self.samples += len(block)
                     yield block

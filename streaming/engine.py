@@ -35,7 +35,6 @@ import onnxruntime as ort
 import soxr
 
 from asr.audio import (
-    INT16_SCALE,
     MIN_SECONDS,
     RESAMPLE_QUALITY,
     AudioStream,
@@ -56,9 +55,6 @@ from asr.text import Vocabulary
 from streaming.endpoint import EndpointConfig, EndpointDetector
 
 MODEL_TYPE = "lstm-ctc-streaming"  # metadata `model_type` of `asr export` models
-# Float samples beyond this peak are not [-1, 1] audio (e.g. an unscaled int16 buffer as
-# floats); a little over 1 (clipping, resampling overshoot) is fine.
-FLOAT_PEAK_LIMIT = 2.0
 DEFAULT_ENDPOINT = EndpointConfig()
 STATE_PREFIX, NEXT_STATE_PREFIX = "state_", "next_state_"
 _ONNX_DTYPES = {"tensor(int64)": np.int64, "tensor(float)": np.float32}
@@ -231,7 +227,8 @@ class Stream:
         seen between calls, so keep buffers short (say 100 ms) to end utterances on time.
 
         Raises `ValueError` (taking nothing) for float samples peaking above
-        `FLOAT_PEAK_LIMIT`: int16-range values as floats must be divided by 32768 first."""
+        `asr.audio.FLOAT_PEAK_LIMIT`: int16-range values as floats must be divided by 32768
+        first."""
         self._take(samples, sample_rate)
 
     def _take(self, samples: np.ndarray, sample_rate: int,
@@ -240,11 +237,6 @@ class Stream:
         its final result there."""
         sample_rate = check_sample_rate(sample_rate)
         audio = mono_float32(samples)
-        peak = float(np.abs(audio).max()) if audio.size else 0.0
-        if peak > FLOAT_PEAK_LIMIT:
-            raise ValueError(f"float samples must lie in [-1, 1], these reach {peak:g}; an "
-                             f"int16-range buffer as floats: divide it by {INT16_SCALE:g} (or "
-                             "pass it as int16)")
         if sample_rate != self._input_rate:
             self._flush_resampler()
             self._input_rate = sample_rate

@@ -1,8 +1,9 @@
-"""Fixtures shared by the streaming client and microphone tests, and a summary of why tests
-were skipped (README.md, "Tests", says what each needs)."""
+"""Fixtures shared by the streaming client and microphone tests, a private model cache, and a
+summary of why tests were skipped (README.md, "Tests", says what each needs)."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from common import EXAMPLE
 from asr.defaults import STREAMING_MODEL
 
 PAD_SECONDS = 0.5
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Models exported and lexicons cached by the tests go to a temporary cache, not the user's
+    (`asr.defaults.cache_dir`); subprocesses inherit it."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="session")

@@ -368,7 +368,7 @@ def test_int16_range_floats_are_refused_and_nothing_is_taken(small):
     """An unscaled microphone buffer (int16 values as floats) would be silent garbage."""
     engine = StreamingRecognizer(small[1], NEVER)
     speech = load_audio(EXAMPLE)
-    with pytest.raises(ValueError, match="divide it by 32768"):
+    with pytest.raises(ValueError, match="divide int16-range values by 32768"):
         engine.accept_waveform(speech * 32767, RATE)
     assert engine.partial_result() == Result("", [], 0.0, 0.0, is_final=False)
     engine.accept_waveform(np.clip(speech * 1.9, -1.9, 1.9), RATE)  # a hot but real signal

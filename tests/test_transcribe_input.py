@@ -168,6 +168,21 @@ def test_directory_fifo_device_and_missing_file_are_named(tmp_path):
     assert_example_transcribed(run)
 
 
+@pytest.mark.parametrize("engine", [("--lm", "none"), ("--streaming", "--int8")])
+def test_float_file_of_int16_range_values_is_refused_alone(tmp_path, speech, engine):
+    """A float WAV holding unscaled int16 values is refused as that file's error (offline it
+    would be garbage, streaming it used to fail the whole batch); the good file still goes."""
+    hot = tmp_path / "hot.wav"
+    sf.write(hot, speech * 32767, SAMPLE_RATE, subtype="FLOAT")
+    run = Run("transcribe", str(hot), str(EXAMPLE), "--format", "jsonl", "--no-progress",
+              *engine)
+    assert run.returncode == 1
+    run.assert_clean_messages(2)
+    assert f"{hot}: float samples reach" in run.stderr and "1 of 2 file(s) failed" in run.stderr
+    assert list(run.rows()) == [str(EXAMPLE)]
+    assert_example_transcribed(run)
+
+
 @pytest.fixture(scope="module")
 def one_sample(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("short") / "one_sample.wav"
