@@ -2,9 +2,10 @@
 
     python scripts/ship_models.py --offline runs/bilstm/model.pt --streaming runs/unilstm/model.pt
 
-The offline checkpoint is stored with float16 weights (half the size; loaded back as float32;
-`asr train --init` starts from it) and exported to ONNX (fp32 and int8), which is what
-recognition runs; the streaming model is exported to ONNX (fp32 and int8) as `asr export` does.
+Each checkpoint is stored with float16 weights (half the size; loaded back as float32;
+`asr train --init` starts from it) and exported from those weights to ONNX (fp32 and int8),
+which is what recognition runs: the offline model as one graph over whole recordings, the
+streaming model as `asr export` does.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import tempfile
 from pathlib import Path
 
 from asr.checkpoint import load_model, save_model
-from asr.defaults import OFFLINE_MODEL, OFFLINE_ONNX, OFFLINE_ONNX_INT8, STREAMING_MODEL
+from asr.defaults import (
+    OFFLINE_MODEL,
+    OFFLINE_ONNX,
+    OFFLINE_ONNX_INT8,
+    STREAMING_CHECKPOINT,
+    STREAMING_MODEL,
+)
 from export.onnx_export import export_offline_onnx, export_onnx
 
 
@@ -30,6 +37,13 @@ def ship_offline(checkpoint: Path) -> list[Path]:
     return [OFFLINE_MODEL, OFFLINE_ONNX, OFFLINE_ONNX_INT8]
 
 
+def ship_streaming(checkpoint: Path) -> list[Path]:
+    """The bundled streaming checkpoint and its ONNX pair, from `checkpoint`."""
+    save_model(load_model(checkpoint), STREAMING_CHECKPOINT, half=True, source=str(checkpoint))
+    return [STREAMING_CHECKPOINT, *export_onnx(load_model(STREAMING_CHECKPOINT),
+                                               STREAMING_MODEL.parent)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,7 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     paths = ship_offline(args.offline) if args.offline else []
     if args.streaming:
-        paths += export_onnx(load_model(args.streaming), STREAMING_MODEL.parent)
+        paths += ship_streaming(args.streaming)
     for path in paths:
         print(f"{path}: {path.stat().st_size / 1e6:.1f} MB")
 
