@@ -165,7 +165,7 @@ def test_streaming_path_gives_the_same_formats(recordings):
 
 
 NOT_UTF8 = os.fsdecode(b"caf\xe9.wav")  # a name with byte 0xE9 (Latin-1 e-acute), not UTF-8
-EXAMPLE_TEXT = "he could not see himself"
+EXAMPLE_TEXT = "he could not see himself"  # what the defaults (with the LM) print
 
 
 def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_the_rest_go_on(tmp_path):
@@ -175,15 +175,14 @@ def test_a_file_name_that_is_not_utf8_is_shown_escaped_and_the_rest_go_on(tmp_pa
     shutil.copy(EXAMPLE, odd)
     bad.write_bytes(b"not audio" * 100)
     assert os.fsencode(odd).endswith(b"caf\xe9.wav")  # the real bytes on disk
-    result = asr("transcribe", str(good), str(odd), str(bad), "--format", "jsonl",
-                 "--lm", "none", check=False)
+    result = asr("transcribe", str(good), str(odd), str(bad), "--format", "jsonl", check=False)
     assert result.returncode == 1  # one file failed
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["path"], r["text"]) for r in rows] == [
         (str(good), EXAMPLE_TEXT), (str(tmp_path / "caf\\xe9.wav"), EXAMPLE_TEXT)]
     assert "bad\\xff.wav" in result.stderr and "1 of 3 file(s) failed" in result.stderr
     assert "Traceback" not in result.stderr
-    text = asr("transcribe", str(odd), str(good), "--lm", "none", "--no-progress").stdout
+    text = asr("transcribe", str(odd), str(good), "--no-progress").stdout
     assert text == f"{tmp_path}/caf\\xe9.wav\t{EXAMPLE_TEXT}\n{good}\t{EXAMPLE_TEXT}\n"
 
 
@@ -195,7 +194,7 @@ def test_output_dir_writes_one_file_per_input_without_collisions(tmp_path):
         sf.write(os.fsencode(path), load_audio(EXAMPLE), SAMPLE_RATE)  # bytes: any name
     out = tmp_path / "out"
     result = asr("transcribe", *map(str, inputs), str(inputs[0]), "--output-dir", str(out),
-                 "--lm", "none", "--no-progress")
+                 "--no-progress")
     names = ["x.wav.txt", "x.flac.txt", "y.txt", os.fsdecode(b"caf\xe9.txt"), "x.wav.2.txt"]
     assert sorted(p.name for p in out.iterdir()) == sorted(names)
     for name in names:
@@ -203,8 +202,7 @@ def test_output_dir_writes_one_file_per_input_without_collisions(tmp_path):
     assert result.stdout == ""
     for path, name in zip([*inputs, inputs[0]], names, strict=True):  # where each one went
         assert f"{path} -> {out / name}".replace("\udce9", "\\xe9") in result.stderr
-    asr("transcribe", *map(str, inputs[:2]), "--format", "json", "--output-dir", str(out),
-        "--lm", "none")
+    asr("transcribe", *map(str, inputs[:2]), "--format", "json", "--output-dir", str(out))
     for name, path in (("x.wav.json", inputs[0]), ("x.flac.json", inputs[1])):
         data = json.loads((out / name).read_text())
         assert data["path"] == str(path) and data["text"] == EXAMPLE_TEXT

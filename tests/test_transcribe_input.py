@@ -25,7 +25,7 @@ from asr.defaults import OFFLINE_MODEL, STREAMING_MODEL
 from asr.transcribe import MAX_SEGMENT_SECONDS, cut_segments
 
 pytestmark = pytest.mark.skipif(not OFFLINE_MODEL.is_file(), reason="no bundled model")
-EXAMPLE_TEXT = "he could not see himself"  # see examples/README.md
+EXAMPLE_TEXT = "he could not see himself"  # with the LM; see examples/README.md
 MB = 1 << 20
 
 
@@ -58,8 +58,8 @@ class Run:
 
 
 def transcribe(*paths: Path) -> Run:
-    return Run("transcribe", *map(str, paths), "--format", "jsonl", "--lm", "none",
-               "--threads", "1", "--no-progress")
+    return Run("transcribe", *map(str, paths), "--format", "jsonl", "--threads", "1",
+               "--no-progress")
 
 
 def assert_example_transcribed(run: Run) -> None:
@@ -168,7 +168,7 @@ def test_directory_fifo_device_and_missing_file_are_named(tmp_path):
     assert_example_transcribed(run)
 
 
-@pytest.mark.parametrize("engine", [("--lm", "none"), ("--streaming", "--int8")])
+@pytest.mark.parametrize("engine", [(), ("--streaming", "--int8")])
 def test_float_file_of_int16_range_values_is_refused_alone(tmp_path, speech, engine):
     """A float WAV holding unscaled int16 values is refused as that file's error (offline it
     would be garbage, streaming it used to fail the whole batch); the good file still goes."""
@@ -190,7 +190,7 @@ def one_sample(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("engine", [("--lm", "none"), ("--streaming", "--int8")])
+@pytest.mark.parametrize("engine", [(), ("--streaming", "--int8")])
 def test_one_sample_file_gets_an_empty_transcript_and_a_warning(one_sample, engine):
     """The model would guess a letter from one sample; nothing is transcribed instead."""
     run = Run("transcribe", str(one_sample), str(EXAMPLE), "--format", "jsonl", "--no-progress",
@@ -207,7 +207,7 @@ def test_one_sample_file_gets_an_empty_transcript_and_a_warning(one_sample, engi
 def recognizer():
     from asr.transcribe import Recognizer
 
-    return Recognizer(lm=None)
+    return Recognizer()
 
 
 def test_one_sample_through_the_api(recognizer, one_sample):
