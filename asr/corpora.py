@@ -97,20 +97,23 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     return utterances
 
 
-def write_manifest(utterances: Iterable[Utterance], path: str | Path) -> None:
+def write_manifest(utterances: Iterable[Utterance], path: str | Path,
+                   extras: Iterable[dict] | None = None) -> None:
     """Write a JSON-lines manifest atomically, creating its folder.
 
     Audio paths under the manifest's folder are written relative to it, others absolute.
+    `extras` (one dict per utterance) adds keys to each line, or overrides its values.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     base = _absolute(path.parent)
+    utterances = list(utterances)
     lines = []
-    for utterance in utterances:
+    for utterance, extra in zip(utterances, extras or [{}] * len(utterances), strict=True):
         audio = _absolute(utterance.audio)
         relative = audio.relative_to(base) if audio.is_relative_to(base) else audio
         entry = {"audio": relative.as_posix(), "text": utterance.text,
-                 "duration": utterance.duration, "speaker": utterance.speaker}
+                 "duration": utterance.duration, "speaker": utterance.speaker, **extra}
         lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -72,7 +72,13 @@ import corpus_augment as aug  # noqa: E402
 import corpus_voices as cv  # noqa: E402
 
 from asr.audio import SAMPLE_RATE, resample  # noqa: E402
-from asr.corpora import CorpusError, Utterance, read_manifest, split_by_speaker  # noqa: E402
+from asr.corpora import (  # noqa: E402
+    CorpusError,
+    Utterance,
+    read_manifest,
+    split_by_speaker,
+    write_manifest,
+)
 from asr.defaults import SHARED_DATA  # noqa: E402
 from asr.text import normalize_text  # noqa: E402
 
@@ -390,24 +396,10 @@ class Entry:
 
 def write_entries(entries: Iterable[Entry], path: Path) -> None:
     """Write a JSON-lines manifest atomically; audio under its folder is written relative."""
-    base = Path(os.path.abspath(path.parent))
-    lines = []
-    for entry in entries:
-        u = entry.utterance
-        audio = Path(os.path.abspath(u.audio))
-        relative = audio.relative_to(base) if audio.is_relative_to(base) else audio
-        line = {"audio": relative.as_posix(), "text": u.text, "duration": round(u.duration, 4),
-                "speaker": u.speaker, "source": entry.source, **dict(entry.extra)}
-        lines.append(json.dumps(line, ensure_ascii=False) + "\n")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            file.writelines(lines)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    entries = list(entries)
+    write_manifest([entry.utterance for entry in entries], path,
+                   [{"duration": round(entry.utterance.duration, 4), "source": entry.source,
+                     **dict(entry.extra)} for entry in entries])
 
 
 def read_datasets(manifest: Path) -> dict[Path, str]:
