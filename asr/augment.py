@@ -13,6 +13,7 @@ from torch import Tensor
 from asr.audio import SAMPLE_RATE, load_audio, resample
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")
+NOISE_SLOPES = (0.0, 1.0, 2.0)  # white, pink or brown noise
 FLOOR_NOISE_DBFS = (-90.0, -50.0)  # microphone self-noise to dither: digital silence is rare
 
 
@@ -38,12 +39,12 @@ def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
     return resample(audio, round(SAMPLE_RATE * factor), SAMPLE_RATE)
 
 
-def coloured_noise(length: int, rng: np.random.Generator) -> np.ndarray:
-    """White, pink or brown noise: a random spectral slope of 0, -3 or -6 dB per octave."""
+def coloured_noise(length: int, slope: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-RMS noise with power falling as 1/f**slope (0 white, 1 pink, 2 brown)."""
     spectrum = np.fft.rfft(rng.standard_normal(length))
-    freqs = np.maximum(np.fft.rfftfreq(length), 1.0 / length)
-    spectrum /= freqs ** rng.choice([0.0, 0.5, 1.0])
-    noise = np.fft.irfft(spectrum, n=length)
+    spectrum[0] = 0.0  # no DC offset: the 1/f boost would make it dominate
+    freqs = np.maximum(np.fft.rfftfreq(length), 1.0 / max(length, 1))
+    noise = np.fft.irfft(spectrum / freqs ** (slope / 2), n=length)
     return (noise / (np.std(noise) + 1e-9)).astype(np.float32)
 
 
@@ -80,11 +81,13 @@ class WaveformAugmenter:
             audio = np.pad(audio, (lead, trail))
         if rng.random() < self.config.noise_prob:
             noise = (load_audio(self.noise_files[rng.integers(len(self.noise_files))])
-                     if self.noise_files else coloured_noise(len(audio), rng))
+                     if self.noise_files
+                     else coloured_noise(len(audio), rng.choice(NOISE_SLOPES), rng))
             audio = mix_at_snr(audio, noise, rng.uniform(*self.config.snr_db))
         if rng.random() < self.config.floor_noise_prob:
             level = 10 ** (rng.uniform(*FLOOR_NOISE_DBFS) / 20)
-            audio = (audio + level * coloured_noise(len(audio), rng)).astype(np.float32)
+            noise = coloured_noise(len(audio), rng.choice(NOISE_SLOPES), rng)
+            audio = (audio + level * noise).astype(np.float32)
         return audio
 
 

@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from asr.audio import SAMPLE_RATE
+from asr.augment import coloured_noise
 
 RT60_DECAY = np.log(1000.0)  # amplitude falls by 60 dB over RT60 seconds
 WSOLA_FRAME = 512  # samples (32 ms) per overlap-add frame of the time stretch
@@ -149,14 +150,6 @@ def reverberate(audio: np.ndarray, rt60: float, rng: np.random.Generator) -> np.
     n = 1 << (size - 1).bit_length()
     wet = np.fft.irfft(np.fft.rfft(audio, n) * np.fft.rfft(response, n), n)[:audio.size]
     return _f32(wet * np.sqrt(np.mean(audio**2) / (np.mean(wet**2) + 1e-12)))
-
-
-def coloured_noise(length: int, slope: float, rng: np.random.Generator) -> np.ndarray:
-    """Unit-RMS noise with power falling as 1/f**slope (0 white, 1 pink, 2 brown)."""
-    spectrum = np.fft.rfft(rng.standard_normal(length))
-    freqs = np.maximum(np.fft.rfftfreq(length), 1.0 / max(length, 1))
-    noise = np.fft.irfft(spectrum / freqs ** (slope / 2), n=length)
-    return _f32(noise / (np.std(noise) + 1e-9))
 
 
 def hum(length: int, mains_hz: float, rng: np.random.Generator) -> np.ndarray:
