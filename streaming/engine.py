@@ -307,7 +307,8 @@ class Stream:
         words = [w for result in self.transcribe_recording(audio) for w in result.words]
         return Transcript(" ".join(w.word for w in words), words)
 
-    def transcribe_files(self, paths: Iterable[str], on_file: Callable[[], None] | None = None,
+    def transcribe_files(self, paths: Iterable[str],
+                         on_file: Callable[[FileResult | FileError], None] | None = None,
                          ) -> Iterator[FileResult | FileError]:
         """Files through the streaming path, in `asr.transcribe.Recognizer`'s shape."""
         return transcribe_files(lambda batch: [self.transcribe(a) for a in batch], paths,
