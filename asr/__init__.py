@@ -1,3 +1,3 @@
 """LSTM-CTC speech recognition: features, data, model, training, decoding and the `asr` CLI."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

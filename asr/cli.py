@@ -229,7 +229,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--pad-silence", type=float, nargs=2, default=(0.0, 0.0),
                    metavar=("LEAD", "TRAIL"),
                    help="random silence of up to LEAD s before and TRAIL s after each utterance, "
-                        "so the output does not depend on where the audio starts (e.g. 0.5 0.3)")
+                        "so the output does not depend on where the audio starts (e.g. 0.5 0.3); "
+                        "recognition averages the model over the three phases of its 30 ms steps, "
+                        "so it should have seen them all")
     g.add_argument("--floor-noise-prob", type=float, default=0.0,
                    help="share of utterances with faint noise (-90 to -50 dBFS) under everything")
     g = p.add_argument_group("running")

@@ -24,7 +24,7 @@ THREADS_HELP = (f"CPU threads onnxruntime uses within operators (0: one per core
 # beam search with the language model (weights tuned on native dev speech: RESULTS.md)
 BEAM_SIZE = 32
 LM_WEIGHT = 1.5
-WORD_SCORE = 0.0
+WORD_SCORE = -1.0
 
 
 def cache_dir() -> Path:

@@ -2,13 +2,21 @@
 
 audio -> log-mel (10 ms) -> global mean/variance normalisation -> stack `stack` frames
 (30 ms a step) -> linear -> LSTM layers -> linear -> log-softmax over the vocabulary.
+
+Training sees one stacking phase (steps start at frame 0). Recognition (`recognize_audio`, and
+the exported graphs) runs all `stack` phases, one LSTM sequence each, and interleaves them into
+one output every 10 ms, each the mean of the last `stack` outputs' probabilities: a phase
+ensemble. A model alone learns where its 30 ms steps fall, so that delaying the audio by 10 ms
+changed a quarter of its characters; the ensemble's output moves with the audio instead.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr.features import FeatureConfig, LogMel, num_frames, pad_for_frames
@@ -52,6 +60,35 @@ def stack_frames(frames: Tensor, stack: int) -> Tensor:
     return frames[:, : steps * stack].reshape(batch, steps, stack * dim)
 
 
+def phase_windows(frames: Tensor, stack: int) -> Tensor:
+    """`[B, stack * G + stack - 1, F]` -> `[stack * B, G, stack * F]`: the window of `stack`
+    frames ending at each of the last `stack * G` frames; window `stack * t + q` is step t of
+    phase q (rows `q * B` to `q * B + B - 1`)."""
+    groups = (frames.shape[1] - stack + 1) // stack
+    return torch.cat([stack_frames(frames[:, q : q + stack * groups], stack)
+                      for q in range(stack)])
+
+
+def interleave_phases(log_probs: Tensor, stack: int) -> Tensor:
+    """`[stack * B, G, V]` per phase (as `phase_windows`) -> `[B, stack * G, V]` in time order."""
+    phases, steps, vocab = log_probs.shape
+    batch = phases // stack
+    return log_probs.reshape(stack, batch, steps, vocab).transpose(0, 1).transpose(1, 2).reshape(
+        batch, steps * stack, vocab)
+
+
+def smooth_phases(log_probs: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
+    """Each frame of `[B, T, V]` as the normalised mean of its own and the `S` frames' before it
+    probabilities, `previous` `[B, S, V]` holding the probabilities before the first (zeros at
+    the start); returns the log-probs and the last `S` frames' probabilities."""
+    probs = torch.cat([previous, log_probs.exp()], dim=1)
+    span, time = previous.shape[1], log_probs.shape[1]
+    total = probs[:, span:]
+    for back in range(1, span + 1):
+        total = total + probs[:, span - back : span - back + time]
+    return torch.log_softmax(torch.log(total), dim=-1), probs[:, probs.shape[1] - span:]
+
+
 class CTCModel(nn.Module):
     """The acoustic model, its frontend and normalisation statistics: one complete recogniser."""
 
@@ -90,9 +127,8 @@ class CTCModel(nn.Module):
     def normalize(self, frames: Tensor) -> Tensor:
         return (frames - self.feature_mean) / self.feature_std
 
-    def project(self, frames: Tensor) -> Tensor:
-        """Normalised, stacked and projected LSTM input of raw log-mel frames."""
-        stacked = stack_frames(self.normalize(frames), self.dims.stack)
+    def project(self, stacked: Tensor) -> Tensor:
+        """LSTM input of normalised, stacked log-mel frames `[B, T, stack * n_mels]`."""
         return self.dropout(torch.relu(self.input(stacked)))
 
     def classify(self, hidden: Tensor) -> Tensor:
@@ -100,9 +136,34 @@ class CTCModel(nn.Module):
 
     def forward(self, frames: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """CTC log-probabilities `[B, T', V]` of log-mel frames `[B, T, n_mels]`, and T' lengths."""
-        x = self.project(frames)
+        x = self.project(stack_frames(self.normalize(frames), self.dims.stack))
         lengths = (frame_lengths // self.dims.stack).clamp(min=1, max=x.shape[1])
         return self.classify(self.encode(x, lengths)), lengths
+
+    @property
+    def silence_frame(self) -> float:
+        """The log-mel value of digital silence (the frontend's floor)."""
+        return math.log(self.features.log_floor)
+
+    @property
+    def ensemble_frame_seconds(self) -> float:
+        """Duration of one output frame of the phase ensemble (`recognize`)."""
+        return self.features.hop_length / self.features.sample_rate
+
+    def recognize(self, frames: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The phase ensemble's log-probabilities `[B, T, V]`, one frame per log-mel frame, of
+        log-mel frames `[B, T, n_mels]` (T a multiple of `stack`), and each item's T.
+
+        Frame k is the smoothed output of the window of `stack` frames ending at frame k; the
+        frames before the first are digital silence."""
+        stack = self.dims.stack
+        frames = F.pad(frames, (0, 0, stack - 1, 0), value=self.silence_frame)
+        windows = phase_windows(self.normalize(frames), stack)
+        steps = (frame_lengths // stack).clamp(min=1, max=windows.shape[1])
+        log_probs = self.classify(self.encode(self.project(windows), steps.repeat(stack)))
+        merged = interleave_phases(log_probs, stack)
+        previous = merged.new_zeros(merged.shape[0], stack - 1, merged.shape[2])
+        return smooth_phases(merged, previous)[0], steps * stack
 
     def encode(self, x: Tensor, lengths: Tensor) -> Tensor:
         """LSTM outputs of a right-padded batch; exact at each item's valid steps.
@@ -129,18 +190,24 @@ class CTCModel(nn.Module):
         return x
 
     def transcribe_audio(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """CTC log-probabilities of a right-padded audio batch `[B, N]` (16 kHz, mono)."""
+        """CTC log-probabilities of a right-padded audio batch `[B, N]` (16 kHz, mono), as
+        trained (one phase, `frame_seconds` a frame)."""
         frames, frame_lengths = self.log_mel(audio, lengths)
         return self(frames.to(audio.device), frame_lengths.to(audio.device))
+
+    def recognize_audio(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """`recognize` of a right-padded audio batch `[B, N]`: what the exported graphs give."""
+        frames, frame_lengths = self.log_mel(audio, lengths)
+        return self.recognize(frames.to(audio.device), frame_lengths.to(audio.device))
 
     def initial_state(self, batch: int = 1) -> LSTMState:
         """Zero (h, c) for `step`."""
         shape = (self.dims.layers, batch, self.dims.hidden)
         return torch.zeros(shape), torch.zeros(shape)
 
-    def step(self, frames: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-        """Unidirectional streaming step over whole groups of log-mel frames `[B, k*stack, F]`."""
+    def step(self, windows: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+        """Unidirectional streaming step over normalised, stacked frames `[B, k, stack * F]`."""
         if self.dims.bidirectional:
             raise RuntimeError("a bidirectional model cannot stream; train with --unidirectional")
-        hidden, state = self.lstm(self.project(frames), state)
+        hidden, state = self.lstm(self.project(windows), state)
         return self.classify(hidden), state

@@ -2,10 +2,12 @@
 
 Inputs:  audio `[B, N]` float32 16 kHz mono in [-1, 1], right-padded with zeros;
          audio_lengths `[B]` int64, each item's real sample count.
-Outputs: log_probs `[B, T, V]` CTC log-probabilities, T = ceil(N / samples_per_step);
-         log_prob_lengths `[B]` int64, each item's valid frames (ceil(length / samples_per_step)).
+Outputs: log_probs `[B, T, V]` CTC log-probabilities of the phase ensemble, one frame per
+         10 ms hop, T = stack * ceil(N / samples_per_step);
+         log_prob_lengths `[B]` int64, each item's valid frames
+         (stack * ceil(length / samples_per_step)).
 
-Item b's first `log_prob_lengths[b]` frames equal what `CTCModel.transcribe_audio` gives for it
+Item b's first `log_prob_lengths[b]` frames equal what `CTCModel.recognize_audio` gives for it
 alone: the audio is zero-padded to whole LSTM steps inside the graph, and the backward LSTM
 direction reads each item reversed within its own length.
 """
@@ -32,16 +34,15 @@ class OfflineGraph(nn.Module):
 
     @property
     def samples_per_step(self) -> int:
-        """Audio samples per output frame (one LSTM step)."""
+        """Audio samples per LSTM step (`stack` output frames)."""
         return self.model.features.hop_length * self.model.dims.stack
 
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
-        model, step = self.model, self.samples_per_step
+        model, step, stack = self.model, self.samples_per_step, self.model.dims.stack
         # A fixed tail of `step - 1` zeros instead of padding to the next whole step: the
-        # frames beyond it form an incomplete group that `project` drops, so the kept frames
-        # are exactly those of `pad_for_frames` (and the padding stays a constant in ONNX).
+        # frames beyond it form an incomplete step, dropped here, so the kept frames are
+        # exactly those of `pad_for_frames` (and the padding stays a constant in ONNX).
         frames = model.frontend(F.pad(audio, (model.features.context_samples, step - 1)))
-        x = model.project(frames)
+        frames = frames[:, : frames.shape[1] // stack * stack]
         steps = torch.div(audio_lengths + (step - 1), step, rounding_mode="floor")
-        lengths = steps.clamp(min=1, max=x.shape[1])
-        return model.classify(model.encode(x, lengths)), lengths
+        return model.recognize(frames, steps * stack)

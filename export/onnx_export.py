@@ -43,7 +43,7 @@ def common_metadata(model: CTCModel, model_type: str) -> dict[str, str]:
         "blank_id": str(model.vocab.blank_id),
         "sample_rate": str(features.sample_rate),
         "hop_samples": str(features.hop_length),
-        "frame_seconds": str(model.frame_seconds),
+        "frame_seconds": str(model.ensemble_frame_seconds),
         "feature_config": json.dumps(features.to_dict()),
         "model_dims": json.dumps(model.dims.to_dict()),
     }
@@ -62,7 +62,7 @@ def streaming_metadata(model: CTCModel, chunk_ms: int) -> dict[str, str]:
 def offline_metadata(model: CTCModel) -> dict[str, str]:
     """The offline model's contract: common metadata plus how to batch and how long to go."""
     return {**common_metadata(model, OFFLINE_MODEL_TYPE),
-            "samples_per_frame": str(model.features.hop_length * model.dims.stack),
+            "samples_per_frame": str(model.features.hop_length),
             "input_names": json.dumps(list(INPUT_NAMES)),
             "output_names": json.dumps(list(OUTPUT_NAMES)),
             "batch_padding": "right-pad each item with zeros to the longest; audio_lengths "

@@ -55,8 +55,8 @@ def run_offline(session: ort.InferenceSession,
 def torch_batch_log_probs(model: CTCModel, recordings: Sequence[np.ndarray]) -> list[np.ndarray]:
     """What `run_offline` gives, computed by the PyTorch model on the same padded batch."""
     audio, lengths = pad_batch(recordings)
-    log_probs, frames = model.eval().transcribe_audio(torch.from_numpy(audio),
-                                                      torch.from_numpy(lengths))
+    log_probs, frames = model.eval().recognize_audio(torch.from_numpy(audio),
+                                                     torch.from_numpy(lengths))
     return [item[:n].numpy() for item, n in zip(log_probs, frames, strict=True)]
 
 

@@ -1,10 +1,14 @@
-"""The unidirectional model as one streaming step over raw audio, with all state explicit.
+"""The unidirectional model as one streaming step over raw audio, with all state explicit: the
+phase ensemble of `CTCModel.recognize`, one output frame per 10 ms log-mel frame.
 
 Carried values (zeros to start):
-  audio  `[1, n_fft - hop]`        the samples the next STFT window still covers
-  frames `[1, stack - 1, n_mels]`  log-mel frames not yet grouped into an LSTM step
-  count  `[1]` int64               how many of `frames` are real (right-aligned)
-  h, c   `[layers, 1, hidden]`     LSTM state
+  audio  `[1, n_fft - hop]`             the samples the next STFT window still covers
+  frames `[1, 2 * (stack - 1), n_mels]`  the last log-mel frames, less the silence floor (so
+                                         that zeros are silence), right-aligned: the `stack - 1`
+                                         before the first not yet in a step, then those
+  count  `[1]` int64                    how many frames are not yet in a step (< stack)
+  h, c   `[layers, stack, hidden]`      LSTM state, one per phase
+  probs  `[1, stack - 1, vocab]`        the last output frames' probabilities, for smoothing
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from asr.model import CTCModel
+from asr.model import CTCModel, interleave_phases, phase_windows, smooth_phases
 
-STATE_NAMES = ("audio", "frames", "count", "h", "c")
+STATE_NAMES = ("audio", "frames", "count", "h", "c", "probs")
 
 
 class StreamingStep(nn.Module):
-    """`(audio chunk, *state) -> (log_probs of the steps completed, *next_state)`."""
+    """`(audio chunk, *state) -> (log_probs of the frames completed, *next_state)`."""
 
     def __init__(self, model: CTCModel) -> None:
         super().__init__()
@@ -29,26 +33,33 @@ class StreamingStep(nn.Module):
 
     def initial_state(self) -> tuple[Tensor, ...]:
         dims, features = self.model.dims, self.model.features
-        h, c = self.model.initial_state()
+        h, c = self.model.initial_state(dims.stack)
         return (torch.zeros(1, features.context_samples),
-                torch.zeros(1, dims.stack - 1, dims.n_mels),
-                torch.zeros(1, dtype=torch.int64), h, c)
+                torch.zeros(1, 2 * (dims.stack - 1), dims.n_mels),
+                torch.zeros(1, dtype=torch.int64), h, c,
+                torch.zeros(1, dims.stack - 1, dims.vocab_size))
 
     def forward(self, audio: Tensor, state_audio: Tensor, state_frames: Tensor,
-                state_count: Tensor, state_h: Tensor, state_c: Tensor) -> tuple[Tensor, ...]:
-        stack = self.model.dims.stack
+                state_count: Tensor, state_h: Tensor, state_c: Tensor,
+                state_probs: Tensor) -> tuple[Tensor, ...]:
+        model, stack = self.model, self.model.dims.stack
         signal = torch.cat([state_audio, audio], dim=1)
         next_audio = signal[:, signal.shape[1] - state_audio.shape[1]:]
-        frames = torch.cat([state_frames, self.model.frontend(signal)], dim=1)
-        available = state_count + frames.shape[1] - (stack - 1)  # real frames, right-aligned
-        steps = torch.div(available, stack, rounding_mode="floor")
+        floor = model.silence_frame
+        frames = torch.cat([state_frames + floor, model.frontend(signal)], dim=1)
+        pending = state_count + (frames.shape[1] - state_frames.shape[1])  # not yet in a step
+        steps = torch.div(pending, stack, rounding_mode="floor")
         # Always run at least one LSTM step (a zero-length LSTM is not valid ONNX); when no
-        # group is complete its outputs are dropped below and the old state kept.
+        # step is complete its outputs are dropped below and the old state kept.
         run = torch.clamp(steps, min=1)
-        first = frames.shape[1] - available
-        index = (first + torch.arange(run[0] * stack)).clamp(max=frames.shape[1] - 1)
-        log_probs, (h, c) = self.model.step(frames.index_select(1, index), (state_h, state_c))
+        first = frames.shape[1] - pending - (stack - 1)  # the window of the first pending frame
+        index = (first + torch.arange(run[0] * stack + stack - 1)).clamp(max=frames.shape[1] - 1)
+        windows = phase_windows(model.normalize(frames.index_select(1, index)), stack)
+        log_probs, (h, c) = model.step(windows, (state_h, state_c))
+        smoothed, probs = smooth_phases(interleave_phases(log_probs, stack), state_probs)
         complete = steps > 0
-        return (log_probs[:, : steps[0]], next_audio, frames[:, frames.shape[1] - (stack - 1):],
-                available - steps * stack, torch.where(complete, h, state_h),
-                torch.where(complete, c, state_c))
+        done = steps[0] * stack
+        return (smoothed[:, :done], next_audio,
+                frames[:, frames.shape[1] - state_frames.shape[1]:] - floor,
+                pending - done, torch.where(complete, h, state_h),
+                torch.where(complete, c, state_c), torch.where(complete, probs, state_probs))

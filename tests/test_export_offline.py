@@ -54,7 +54,7 @@ def dev_recordings(count: int = 3) -> list[np.ndarray]:
 
 
 def greedy_texts(model: CTCModel, log_probs: list[np.ndarray]) -> list[str]:
-    return [greedy_decode(lp, model.vocab, model.frame_seconds).text for lp in log_probs]
+    return [greedy_decode(lp, model.vocab, model.ensemble_frame_seconds).text for lp in log_probs]
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -70,8 +70,9 @@ def test_padded_batch_matches_torch(tmp_path, bidirectional):
     for piece, log_probs in zip(pieces, batch, strict=True):
         alone, = run_offline(session, [piece])
         assert np.abs(alone - log_probs).max() < FP32_TOLERANCE
-    frame_samples = model.features.hop_length * model.dims.stack
-    assert [len(lp) for lp in batch] == [-(-len(p) // frame_samples) for p in pieces]
+    # one frame per hop, over whole LSTM steps
+    step, stack = model.features.hop_length * model.dims.stack, model.dims.stack
+    assert [len(lp) for lp in batch] == [stack * -(-len(p) // step) for p in pieces]
 
 
 def test_shipped_contract(shipped):
@@ -84,7 +85,7 @@ def test_shipped_contract(shipped):
         vocabulary = json.loads(meta["vocabulary"])
         assert vocabulary == list(model.vocab.tokens)
         assert vocabulary[int(meta["blank_id"])] == "<blank>"
-        assert int(meta["sample_rate"]) == 16000 and int(meta["samples_per_frame"]) == 480
+        assert int(meta["sample_rate"]) == 16000 and int(meta["samples_per_frame"]) == 160
         assert json.loads(meta["model_dims"])["bidirectional"]
         assert [i.name for i in proto.graph.input] == json.loads(meta["input_names"])
         assert [o.name for o in proto.graph.output] == json.loads(meta["output_names"])

@@ -33,7 +33,7 @@ from streaming.endpoint import EndpointConfig, EndpointDetector
 from streaming.engine import Result, StreamingRecognizer, onnx_session, zero_state
 
 SPEECH = SHARED_SPEECH
-RATE, HOP, FRAME = 16000, 160, 0.03
+RATE, HOP, FRAME = 16000, 160, 0.01  # FRAME: the exported models give a frame per hop
 PARITY_TOLERANCE = 1e-4
 NEVER = EndpointConfig(trailing_silence=math.inf, silence_timeout=math.inf,
                        max_utterance=math.inf)
@@ -210,7 +210,7 @@ def test_lm_decodes_final_results_and_partials_stay_greedy(trained, recording):
 
 def test_endpoint_detector_counts_trailing_blanks():
     config = EndpointConfig(trailing_silence=0.09, silence_timeout=0.3, max_utterance=0.6)
-    detector = EndpointDetector(config, FRAME, blank_id=0)
+    detector = EndpointDetector(config, 0.03, blank_id=0)
     detector.update(np.zeros(9, dtype=np.int64))
     assert not detector.is_endpoint and not detector.is_silence_timeout
     detector.update(np.array([0, 5, 5, 0]))
@@ -219,10 +219,10 @@ def test_endpoint_detector_counts_trailing_blanks():
     assert not detector.is_endpoint
     detector.update(np.zeros(1, dtype=np.int64))  # 3 blanks = 0.09 s after speech
     assert detector.is_endpoint and not detector.is_silence_timeout
-    silent = EndpointDetector(config, FRAME, blank_id=0)
+    silent = EndpointDetector(config, 0.03, blank_id=0)
     silent.update(np.zeros(10, dtype=np.int64))
     assert silent.is_silence_timeout and not silent.is_endpoint
-    talking = EndpointDetector(config, FRAME, blank_id=0)
+    talking = EndpointDetector(config, 0.03, blank_id=0)
     talking.update(np.ones(20, dtype=np.int64))
     assert talking.is_endpoint  # max_utterance
 
