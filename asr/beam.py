@@ -36,7 +36,7 @@ from flashlight.lib.text.decoder import (
 from flashlight.lib.text.dictionary import Dictionary
 
 from asr.decode import Transcript, words_from_tokens
-from asr.defaults import BEAM_SIZE, LM_WEIGHT, WORD_SCORE, cache_dir
+from asr.defaults import BEAM_SIZE, BEAM_THRESHOLD, LM_WEIGHT, WORD_SCORE, cache_dir
 from asr.text import Vocabulary
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class BeamSearchDecoder:
 
     def __init__(self, vocab: Vocabulary, lm_path: str | Path | None = None,
                  words_path: str | Path | None = None, beam_size: int = BEAM_SIZE,
-                 beam_threshold: float = 25.0, lm_weight: float = LM_WEIGHT,
+                 beam_threshold: float = BEAM_THRESHOLD, lm_weight: float = LM_WEIGHT,
                  word_score: float = WORD_SCORE,
                  unk_score: float = -math.inf, sil_score: float = 0.0,
                  beam_size_token: int | None = None) -> None:

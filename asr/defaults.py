@@ -21,8 +21,9 @@ THREADS_HELP = (f"CPU threads onnxruntime uses within operators (0: one per core
                 f"{THREADS} was the fastest measured, idle and with other work running (README, "
                 "Speed); results are the same at any setting")
 
-# beam search with the language model (weights tuned on native dev speech: RESULTS.md)
-BEAM_SIZE = 32
+# beam search with the language model (tuned on native dev speech: RESULTS.md)
+BEAM_SIZE = 256
+BEAM_THRESHOLD = 10.0  # hypotheses scoring this far below the best are dropped
 LM_WEIGHT = 1.5
 WORD_SCORE = -1.0
 
