@@ -7,7 +7,7 @@ Training sees one stacking phase (steps start at frame 0). Recognition (`recogni
 the exported graphs) runs all `stack` phases, one LSTM sequence each, and interleaves them into
 one output every 10 ms, each the mean of the last `stack` outputs' probabilities: a phase
 ensemble. A model alone learns where its 30 ms steps fall, so that delaying the audio by 10 ms
-changed a quarter of its characters; the ensemble's output moves with the audio instead.
+changed a third of its characters; the ensemble's output moves with the audio instead.
 """
 
 from __future__ import annotations
@@ -78,9 +78,9 @@ def interleave_phases(log_probs: Tensor, stack: int) -> Tensor:
 
 
 def smooth_phases(log_probs: Tensor, previous: Tensor) -> tuple[Tensor, Tensor]:
-    """Each frame of `[B, T, V]` as the normalised mean of its own and the `S` frames' before it
-    probabilities, `previous` `[B, S, V]` holding the probabilities before the first (zeros at
-    the start); returns the log-probs and the last `S` frames' probabilities."""
+    """The normalised mean of the probabilities of each frame of `[B, T, V]` and of the `S`
+    frames before it, as log-probs, and the last `S` frames' probabilities. `previous`
+    `[B, S, V]` holds the probabilities of the frames before the first (zeros at the start)."""
     probs = torch.cat([previous, log_probs.exp()], dim=1)
     span, time = previous.shape[1], log_probs.shape[1]
     total = probs[:, span:]
