@@ -73,7 +73,7 @@ def interleave_phases(log_probs: Tensor, stack: int) -> Tensor:
     """`[stack * B, G, V]` per phase (as `phase_windows`) -> `[B, stack * G, V]` in time order."""
     phases, steps, vocab = log_probs.shape
     batch = phases // stack
-    return log_probs.reshape(stack, batch, steps, vocab).transpose(0, 1).transpose(1, 2).reshape(
+    return log_probs.reshape(stack, batch, steps, vocab).permute(1, 2, 0, 3).reshape(
         batch, steps * stack, vocab)
 
 
@@ -152,7 +152,8 @@ class CTCModel(nn.Module):
 
     def recognize(self, frames: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor]:
         """The phase ensemble's log-probabilities `[B, T, V]`, one frame per log-mel frame, of
-        log-mel frames `[B, T, n_mels]` (T a multiple of `stack`), and each item's T.
+        log-mel frames `[B, T, n_mels]` (an incomplete last step is dropped), and each item's
+        valid frames.
 
         Frame k is the smoothed output of the window of `stack` frames ending at frame k; the
         frames before the first are digital silence."""

@@ -38,11 +38,10 @@ class OfflineGraph(nn.Module):
         return self.model.features.hop_length * self.model.dims.stack
 
     def forward(self, audio: Tensor, audio_lengths: Tensor) -> tuple[Tensor, Tensor]:
-        model, step, stack = self.model, self.samples_per_step, self.model.dims.stack
+        model, step = self.model, self.samples_per_step
         # A fixed tail of `step - 1` zeros instead of padding to the next whole step: the
-        # frames beyond it form an incomplete step, dropped here, so the kept frames are
+        # frames beyond it form an incomplete step, which `recognize` drops, so the steps are
         # exactly those of `pad_for_frames` (and the padding stays a constant in ONNX).
         frames = model.frontend(F.pad(audio, (model.features.context_samples, step - 1)))
-        frames = frames[:, : frames.shape[1] // stack * stack]
         steps = torch.div(audio_lengths + (step - 1), step, rounding_mode="floor")
-        return model.recognize(frames, steps * stack)
+        return model.recognize(frames, steps * model.dims.stack)
