@@ -3,6 +3,7 @@ mixing, faint noise under everything, SpecAugment."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +42,24 @@ def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
 
 def coloured_noise(length: int, slope: float, rng: np.random.Generator) -> np.ndarray:
     """Unit-RMS noise with power falling as 1/f**slope (0 white, 1 pink, 2 brown)."""
-    spectrum = np.fft.rfft(rng.standard_normal(length))
-    spectrum[0] = 0.0  # no DC offset: the 1/f boost would make it dominate
-    freqs = np.maximum(np.fft.rfftfreq(length), 1.0 / max(length, 1))
-    noise = np.fft.irfft(spectrum / freqs ** (slope / 2), n=length)
+    # shaped at a power-of-two length and cut: an FFT of a length with a large prime factor
+    # is many times slower, and it made this the slowest step of a data-loading worker
+    if length < 2:
+        return np.zeros(length, np.float32)
+    n = 1 << (length - 1).bit_length()
+    noise = np.fft.irfft(np.fft.rfft(rng.standard_normal(n)) * _spectral_shape(n, slope),
+                         n=n)[:length]
+    noise -= noise.mean()  # the cut part of a pink or brown noise drifts
     return (noise / (np.std(noise) + 1e-9)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=64)
+def _spectral_shape(n: int, slope: float) -> np.ndarray:
+    """Amplitude gains 1/f**(slope/2) of an n-point rfft, 0 at DC (no offset: the 1/f boost
+    would make it dominate)."""
+    gains = np.maximum(np.fft.rfftfreq(n), 1.0 / n) ** (-slope / 2)
+    gains[0] = 0.0
+    return gains
 
 
 def mix_at_snr(audio: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
