@@ -236,6 +236,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="share of utterances with faint noise (-90 to -50 dBFS) under everything")
     g = p.add_argument_group("running")
     g.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    g.add_argument("--preload", metavar="DIR",
+                   help="decode the training audio once into a store in DIR (int16, about "
+                        "115 MB per hour of audio, reused while the recordings are unchanged) "
+                        "and read it from there, so that workers only augment; for GPUs, whose "
+                        "workers cannot decode fast enough (scripts/benchmark_input.py)")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with native bf16")
@@ -247,13 +252,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_train)
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def train_config(args: argparse.Namespace):  # -> asr.train.TrainConfig (imports torch)
+    """The `TrainConfig` that `asr train` arguments describe."""
     from asr.augment import AugmentConfig
     from asr.model import ModelDims
-    from asr.train import TrainConfig, train
+    from asr.train import TrainConfig
 
     spec = 2 if args.spec_augment else 0
-    config = TrainConfig(
+    return TrainConfig(
         train=args.train, out_dir=args.out, dev=args.dev, dev_fraction=args.dev_fraction,
         dims=ModelDims(hidden=args.hidden, layers=args.layers, stack=args.stack,
                        bidirectional=not args.unidirectional, dropout=args.dropout),
@@ -266,10 +272,17 @@ def _run_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_seconds=args.batch_seconds, max_duration=args.max_duration,
         lr=args.lr, warmup_steps=args.warmup_steps, clip=args.clip, seed=args.seed,
         sortagrad=not args.no_sortagrad,
-        workers=args.workers, threads=args.threads, precision=args.precision,
+        workers=args.workers, preload=args.preload, threads=args.threads,
+        precision=args.precision,
         max_minutes=args.max_minutes,
         max_steps=args.max_steps,
         save_minutes=args.save_minutes, init=args.init)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from asr.train import train
+
+    config = train_config(args)
     progress = train(config, resume=args.resume)
     if progress.epoch < config.epochs:
         print(f"stopped at epoch {progress.epoch + 1}, step {progress.step}; "

@@ -1,4 +1,6 @@
-"""Training batches: an utterance dataset with augmentation and a duration-bucketing sampler.
+"""Training batches: an utterance dataset with augmentation and a duration-bucketing sampler,
+and an optional store of the decoded audio (`AudioStore`), so that training decodes each
+recording once instead of once an epoch.
 
 A recording that cannot be read never stops training: `check_audio` finds the missing and
 unreadable ones before the first step, and one that fails later is left out of its batch
@@ -7,6 +9,9 @@ unreadable ones before the first step, and one that fails later is left out of i
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +23,7 @@ import soundfile as sf
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
 
 from asr.audio import AudioError, load_audio
 from asr.augment import AugmentConfig, WaveformAugmenter
@@ -26,6 +32,9 @@ from asr.text import Vocabulary
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # save and stop; DataLoader workers ignore them
 CHECK_THREADS = 8  # header reads in flight (file systems over a network answer slowly)
+STORE_VERSION = 1  # of the AudioStore file layout; part of its key
+STORE_SCALE = 32768.0  # float samples in [-1, 1] <-> int16, as soundfile scales 16-bit PCM
+STORE_CHUNK = 256  # recordings decoded at a time while a store is built
 
 
 class Item(NamedTuple):
@@ -97,17 +106,120 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+def _store_key(utterances: Sequence[Utterance]) -> str:
+    """What an `AudioStore` of `utterances` depends on: each recording's path, size and
+    modification time, in order."""
+    digest = hashlib.sha256(f"audio-store {STORE_VERSION}\n".encode())
+    for u in utterances:
+        try:
+            stat = os.stat(u.audio)
+            digest.update(f"{u.audio}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{u.audio}\tmissing\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _decode(path: Path) -> np.ndarray | str:
+    """The recording's samples as int16, or why it could not be read."""
+    try:
+        audio = load_audio(path)
+    except (AudioError, OSError) as error:
+        return str(error)
+    return np.clip(np.round(audio * STORE_SCALE), -STORE_SCALE, STORE_SCALE - 1).astype(np.int16)
+
+
+class AudioStore:
+    """The decoded 16 kHz audio of a list of utterances in one int16 file, memory-mapped.
+
+    `AudioStore.build(folder, utterances)` decodes every recording once (in threads, with a
+    progress bar), about 115 MB per hour of audio; a store whose recordings are unchanged
+    (path, size, modification time) is reused. Reading an utterance is then a copy from the page
+    cache instead of a FLAC, Opus or MP3 decode, which is what bounds a data-loading worker.
+    A recording that could not be decoded keeps its error, given again when it is read.
+    """
+
+    def __init__(self, folder: str | Path, utterances: Sequence[Utterance]) -> None:
+        key = _store_key(utterances)
+        self.samples_path = Path(folder) / f"{key}.int16"
+        index_path = Path(folder) / f"{key}.json"
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{index_path}: no audio store for these recordings; "
+                                    "build it with AudioStore.build")
+        index = json.loads(index_path.read_text())
+        self.offsets = np.asarray(index["offsets"], dtype=np.int64)
+        self.lengths = np.asarray(index["lengths"], dtype=np.int64)
+        self.errors: dict[int, str] = {int(k): v for k, v in index["errors"].items()}
+        self._samples: np.ndarray | None = None  # mapped on first read, in each process
+
+    @classmethod
+    def build(cls, folder: str | Path, utterances: Sequence[Utterance],
+              threads: int = CHECK_THREADS, progress: bool = True) -> AudioStore:
+        """The store of `utterances` under `folder`, decoding them first unless it exists."""
+        folder = Path(folder)
+        key = _store_key(utterances)
+        if (folder / f"{key}.json").is_file():
+            return cls(folder, utterances)
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = folder / f"{key}.int16.partial"
+        offsets, lengths, errors, offset = [], [], {}, 0
+        bar = tqdm(total=round(sum(u.duration for u in utterances)), unit="s",
+                   desc="decoding audio into the store", disable=not progress)
+        with open(partial, "wb") as out, ThreadPoolExecutor(threads) as pool:
+            for start in range(0, len(utterances), STORE_CHUNK):
+                chunk = utterances[start:start + STORE_CHUNK]
+                for i, samples in enumerate(pool.map(_decode, [u.audio for u in chunk]),
+                                            start):
+                    if isinstance(samples, str):
+                        errors[i], samples = samples, np.zeros(0, np.int16)
+                    out.write(samples.tobytes())
+                    offsets.append(offset)
+                    lengths.append(len(samples))
+                    offset += len(samples)
+                bar.update(round(sum(u.duration for u in chunk)))
+        bar.close()
+        partial.replace(folder / f"{key}.int16")
+        index = {"offsets": offsets, "lengths": lengths, "errors": errors,
+                 "audio": [str(u.audio) for u in utterances]}
+        partial_index = folder / f"{key}.json.partial"
+        partial_index.write_text(json.dumps(index))
+        partial_index.replace(folder / f"{key}.json")  # last: its presence means complete
+        return cls(folder, utterances)
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __getstate__(self) -> dict:  # DataLoader workers map the file themselves
+        return {**self.__dict__, "_samples": None}
+
+    def read(self, index: int) -> np.ndarray:
+        """Utterance `index`'s samples as float32 in [-1, 1]; `AudioError` if unreadable."""
+        if index in self.errors:
+            raise AudioError(self.errors[index])
+        if not self.lengths[index]:
+            return np.zeros(0, np.float32)
+        if self._samples is None:
+            self._samples = np.memmap(self.samples_path, dtype=np.int16, mode="r")
+        start = self.offsets[index]
+        return self._samples[start:start + self.lengths[index]].astype(np.float32) / STORE_SCALE
+
+
 class SpeechDataset(Dataset):
     """Audio and token ids of utterances; augmentation is seeded by (seed, epoch, index), so a
-    resumed run sees exactly the audio the interrupted one would have."""
+    resumed run sees exactly the audio the interrupted one would have. With a `store` (of the
+    same utterances) the audio comes from it rather than from the files."""
 
     def __init__(self, utterances: Sequence[Utterance], vocab: Vocabulary,
-                 augment: AugmentConfig | None = None, seed: int = 0) -> None:
+                 augment: AugmentConfig | None = None, seed: int = 0,
+                 store: AudioStore | None = None) -> None:
         self.utterances = list(utterances)
+        if store is not None and len(store) != len(self.utterances):
+            raise ValueError(f"the audio store holds {len(store)} recordings, not "
+                             f"{len(self.utterances)}")
         self.targets = [vocab.encode(u.text) for u in self.utterances]
         self.augmenter = WaveformAugmenter(augment) if augment else None
         self.seed = seed
         self.epoch = 0
+        self.store = store
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -118,7 +230,8 @@ class SpeechDataset(Dataset):
     def __getitem__(self, index: int) -> Item:
         target = torch.tensor(self.targets[index], dtype=torch.long)
         try:
-            audio = load_audio(self.utterances[index].audio)
+            audio = (self.store.read(index) if self.store is not None
+                     else load_audio(self.utterances[index].audio))
         except (AudioError, OSError) as error:
             return Item(index, None, target, str(error))
         if self.augmenter:

@@ -26,7 +26,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -44,6 +44,7 @@ from asr.checkpoint import (
 from asr.corpora import Utterance, read_corpus, split_by_speaker, total_hours
 from asr.data import (
     STOP_SIGNALS,
+    AudioStore,
     Batch,
     BucketBatchSampler,
     SpeechDataset,
@@ -84,6 +85,7 @@ class TrainConfig:
     seed: int = 0
     sortagrad: bool = True  # first epoch from short to long utterances
     workers: int = 2
+    preload: str | None = None  # folder of an AudioStore of the training audio
     threads: int = 0  # torch CPU threads; 0 = torch's default
     precision: str = "auto"  # "bf16", "fp32", or "auto": bf16 where the hardware has it
     max_minutes: float = 0.0  # stop (resumably) after this long; 0 = no limit
@@ -115,7 +117,7 @@ class Progress:
     loss_steps: int = 0  # steps in loss_sum
 
 
-class _Run:
+class Run:
     """Process-group facts: rank 0 logs, validates and writes files."""
 
     def __init__(self) -> None:
@@ -163,7 +165,7 @@ def load_utterances(paths: list[str], max_duration: float) -> list[Utterance]:
     return [u for u in utterances if u.duration <= max_duration]
 
 
-def readable(run: _Run, utterances: list[Utterance], name: str) -> list[Utterance]:
+def readable(run: Run, utterances: list[Utterance], name: str) -> list[Utterance]:
     """`utterances` less those whose audio is missing or unreadable (rank 0 checks and says
     which, every rank gets its list)."""
     if not run.main:
@@ -292,14 +294,15 @@ def _load_state(path: Path) -> tuple[dict, TrainConfig, Progress]:
 
 def train(config: TrainConfig, resume: bool = False) -> Progress:
     """Train (or resume) a model in `config.out_dir`; returns where training got to."""
-    run = _Run()
+    run = Run()
     out = Path(config.out_dir)
     checkpoint, progress = None, Progress()
     if resume and (out / LAST).is_file():
         checkpoint, saved, progress = _load_state(out / LAST)
         config = replace(saved, epochs=config.epochs, max_minutes=config.max_minutes,
                          max_steps=config.max_steps, workers=config.workers,
-                         threads=config.threads, precision=config.precision)
+                         preload=config.preload, threads=config.threads,
+                         precision=config.precision)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -326,10 +329,7 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
     net = (DistributedDataParallel(model, device_ids=[run.device.index] if run.device.index
                                    is not None else None) if run.world > 1 else model)
 
-    dataset = SpeechDataset(train_set, model.vocab, config.augment, config.seed)
-    sampler = BucketBatchSampler([u.duration for u in train_set], config.batch_seconds,
-                                 config.seed, rank=run.rank, world_size=run.world,
-                                 sortagrad=config.sortagrad)
+    dataset, sampler = training_data(config, run, train_set, model)
     total_steps = config.epochs * len(sampler)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
@@ -375,7 +375,34 @@ def _truncate(path: Path, size: int) -> None:
         os.truncate(path, size)
 
 
-def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
+def training_data(config: TrainConfig, run: Run, utterances: list[Utterance],
+                  model: CTCModel) -> tuple[SpeechDataset, BucketBatchSampler]:
+    """The augmented training set (read from an `AudioStore` under `config.preload`, which rank
+    0 builds first if needed) and its batch sampler."""
+    store = None
+    if config.preload:
+        if run.main:
+            AudioStore.build(config.preload, utterances)
+        run.barrier()
+        store = AudioStore(config.preload, utterances)
+    dataset = SpeechDataset(utterances, model.vocab, config.augment, config.seed, store)
+    sampler = BucketBatchSampler([u.duration for u in utterances], config.batch_seconds,
+                                 config.seed, rank=run.rank, world_size=run.world,
+                                 sortagrad=config.sortagrad)
+    return dataset, sampler
+
+
+def training_loader(config: TrainConfig, run: Run, dataset: SpeechDataset,
+                    sampler: BucketBatchSampler) -> DataLoader:
+    """The loader of one epoch (set the dataset's and the sampler's epoch first); its own
+    generator keeps the global RNG (dropout) exact across resumes."""
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                      num_workers=config.workers, pin_memory=run.device.type == "cuda",
+                      worker_init_fn=ignore_stop_signals,
+                      generator=torch.Generator().manual_seed(config.seed))
+
+
+def _loop(config: TrainConfig, run: Run, model: CTCModel, net: nn.Module,
           dataset: SpeechDataset, sampler: BucketBatchSampler, dev_set: list[Utterance],
           optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
           progress: Progress, stop: _StopFlag, save: Callable[[], None]) -> None:
@@ -387,11 +414,7 @@ def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
     while progress.epoch < config.epochs and not run.any(bool(stop.requested)):
         dataset.set_epoch(progress.epoch)
         sampler.set_epoch(progress.epoch, skip=progress.batch)
-        # the loader's own generator keeps the global RNG (dropout) exact across resumes
-        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                            num_workers=config.workers, pin_memory=run.device.type == "cuda",
-                            worker_init_fn=ignore_stop_signals,
-                            generator=torch.Generator().manual_seed(config.seed))
+        loader = training_loader(config, run, dataset, sampler)
         bar = tqdm(total=len(sampler), initial=progress.batch, disable=not run.main,
                    desc=f"epoch {progress.epoch + 1}/{config.epochs}", unit="batch",
                    dynamic_ncols=True)
@@ -437,16 +460,23 @@ def _loop(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module,
         run.barrier()
 
 
-def _step(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module, batch: Batch,
+@torch.no_grad()
+def training_features(config: TrainConfig, run: Run, model: CTCModel, batch: Batch,
+                      step: int) -> tuple[Tensor, Tensor]:
+    """Log-mel frames of `batch` on the training device, SpecAugmented as configured."""
+    frames, frame_lengths = model.log_mel(batch.audio.to(run.device, non_blocking=True),
+                                          batch.audio_lengths)
+    if config.augment.freq_masks or config.augment.time_masks:
+        generator = torch.Generator().manual_seed(config.seed * 7919 + step)
+        frames = spec_augment(frames, frame_lengths, config.augment, model.feature_mean,
+                              generator)
+    return frames, frame_lengths
+
+
+def _step(config: TrainConfig, run: Run, model: CTCModel, net: nn.Module, batch: Batch,
           optimizer: torch.optim.Optimizer, use_amp: bool, step: int) -> tuple[float, float]:
     """One optimiser step on `batch`; returns its CTC loss and gradient norm."""
-    with torch.no_grad():
-        frames, frame_lengths = model.log_mel(batch.audio.to(run.device, non_blocking=True),
-                                              batch.audio_lengths)
-        if config.augment.freq_masks or config.augment.time_masks:
-            generator = torch.Generator().manual_seed(config.seed * 7919 + step)
-            frames = spec_augment(frames, frame_lengths, config.augment, model.feature_mean,
-                                  generator)
+    frames, frame_lengths = training_features(config, run, model, batch, step)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
         log_probs, lengths = net(frames, frame_lengths.to(run.device))
     loss = nn.functional.ctc_loss(
@@ -459,7 +489,7 @@ def _step(config: TrainConfig, run: _Run, model: CTCModel, net: nn.Module, batch
     return loss.item(), grad_norm
 
 
-def _end_epoch(config: TrainConfig, run: _Run, model: CTCModel, dev_set: list[Utterance],
+def _end_epoch(config: TrainConfig, run: Run, model: CTCModel, dev_set: list[Utterance],
                progress: Progress, unreadable: list[str], hours: float) -> None:
     """Rank 0 after an epoch: log and print the training loss (and the dev loss, WER and CER),
     warn about recordings that could not be read, and write model.pt when it is the best so

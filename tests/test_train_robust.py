@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from common import EXAMPLE
 
@@ -111,7 +112,8 @@ def test_resume_after_sigkill_logs_every_step_once(tmp_path):
             for r in records] == expected
 
 
-def test_unreadable_audio_is_left_out_and_training_goes_on(tmp_path):
+@pytest.mark.parametrize("preload", [False, True], ids=["files", "preload"])
+def test_unreadable_audio_is_left_out_and_training_goes_on(tmp_path, preload):
     missing = tmp_path / "missing.wav"
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"this is not audio\n" * 100)
@@ -119,7 +121,8 @@ def test_unreadable_audio_is_left_out_and_training_goes_on(tmp_path):
     sf.write(nan, np.full(16000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
     manifest = _manifest(tmp_path, 6, (missing, garbage, nan))
     result = subprocess.run(_train(str(manifest), "--out", str(tmp_path / "run"),
-                                   "--dev-fraction", "0", "--epochs", "2", "--workers", "2"),
+                                   "--dev-fraction", "0", "--epochs", "2", "--workers", "2",
+                                   *(["--preload", str(tmp_path / "store")] if preload else [])),
                             capture_output=True, text=True, env=ENV, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -134,6 +137,7 @@ def test_unreadable_audio_is_left_out_and_training_goes_on(tmp_path):
     records = [r for r in _records(tmp_path / "run") if "train_loss" in r]
     assert [(r["epoch"], r["unreadable"]) for r in records] == [(1, 1), (2, 1)]
     assert load_model(tmp_path / "run" / "model.pt").dims.hidden == 16
+    assert len(list(tmp_path.glob("store/*.int16"))) == preload
 
 
 def test_without_a_dev_set_no_dev_wer_is_shown(tmp_path):

@@ -1,0 +1,103 @@
+"""The audio store (`asr train --preload`) on real recordings: what it reads back, what it
+keeps of a recording it could not decode, when it is reused and rebuilt, and DataLoader
+workers reading it; and `scripts/benchmark_input.py` on it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from common import EXAMPLE, shared_utterances
+from torch.utils.data import DataLoader
+
+from asr.audio import AudioError, load_audio
+from asr.corpora import Utterance, write_manifest
+from asr.data import AudioStore, BucketBatchSampler, SpeechDataset, collate
+from asr.text import Vocabulary
+
+ROOT = Path(__file__).resolve().parents[1]
+QUANTUM = 1 / 32768  # int16 storage
+
+
+@pytest.fixture
+def recordings(tmp_path) -> list[Utterance]:
+    """Real speech in three codecs (an4 Opus, the example WAV, a FLAC copy of it) and a file
+    that is not audio."""
+    flac = tmp_path / "example.flac"
+    sf.write(flac, load_audio(EXAMPLE), 16000, subtype="PCM_16")
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"this is not audio\n" * 100)
+    text = "he could not see himself"
+    return [*shared_utterances("an4", 2), Utterance(EXAMPLE, text, 2.99),
+            Utterance(garbage, text, 2.99), Utterance(flac, text, 2.99)]
+
+
+def test_the_store_reads_back_what_the_files_hold(tmp_path, recordings):
+    store = AudioStore.build(tmp_path / "store", recordings, progress=False)
+    assert len(store) == len(recordings)
+    for index, utterance in enumerate(recordings):
+        if index == 3:
+            with pytest.raises(AudioError, match="garbage.wav"):
+                store.read(index)
+            continue
+        expected = load_audio(utterance.audio)
+        got = store.read(index)
+        assert got.dtype == np.float32 and got.shape == expected.shape
+        assert np.abs(got - expected).max() <= QUANTUM
+    # the WAV and its 16-bit FLAC copy are stored exactly
+    np.testing.assert_array_equal(store.read(2), load_audio(EXAMPLE))
+
+
+def test_the_store_is_reused_until_a_recording_changes(tmp_path, recordings):
+    store = AudioStore.build(tmp_path / "store", recordings, progress=False)
+    written = store.samples_path.stat().st_mtime_ns
+    again = AudioStore.build(tmp_path / "store", recordings, progress=False)
+    assert again.samples_path == store.samples_path
+    assert again.samples_path.stat().st_mtime_ns == written
+    flac = recordings[-1].audio
+    sf.write(flac, np.zeros(8000, np.float32), 16000)  # a changed recording: a new store
+    os.utime(flac, ns=(written + 10**9, written + 10**9))
+    with pytest.raises(FileNotFoundError, match="no audio store for these recordings"):
+        AudioStore(tmp_path / "store", recordings)
+    rebuilt = AudioStore.build(tmp_path / "store", recordings, progress=False)
+    assert rebuilt.samples_path != store.samples_path
+    assert len(rebuilt.read(len(recordings) - 1)) == 8000
+
+
+def test_workers_read_the_store_as_the_files(tmp_path, recordings):
+    readable = [u for i, u in enumerate(recordings) if i != 3]
+    store = AudioStore.build(tmp_path / "store", readable, progress=False)
+    sampler = BucketBatchSampler([u.duration for u in readable], 7.0, shuffle=False)
+
+    def batches(dataset: SpeechDataset) -> list:
+        return list(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                               num_workers=2, generator=torch.Generator()))
+
+    from_files = batches(SpeechDataset(readable, Vocabulary()))
+    from_store = batches(SpeechDataset(readable, Vocabulary(), store=store))
+    assert [b.indices for b in from_store] == [b.indices for b in from_files]
+    for a, b in zip(from_store, from_files, strict=True):
+        assert torch.equal(a.audio_lengths, b.audio_lengths)
+        assert (a.audio - b.audio).abs().max() <= QUANTUM
+        assert torch.equal(a.targets, b.targets)
+    with pytest.raises(ValueError, match="holds 4 recordings, not 5"):
+        SpeechDataset(recordings, Vocabulary(), store=store)
+
+
+def test_benchmark_input_builds_the_store_and_measures(tmp_path, recordings):
+    manifest = tmp_path / "train.jsonl"
+    write_manifest([u for i, u in enumerate(recordings) if i != 3] * 3, manifest)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark_input.py"), "--seconds", "1",
+         "--features", "--", str(manifest), "--batch-seconds", "7", "--speed-perturb",
+         "--spec-augment", "--pad-silence", "0.5", "0.3", "--floor-noise-prob", "0.3",
+         "--workers", "1", "--threads", "1", "--preload", str(tmp_path / "store")],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "first batch after" in result.stdout
+    assert "h of audio a minute (workers 1, preload yes, features on cpu)" in result.stdout
+    assert len(list((tmp_path / "store").glob("*.int16"))) == 1
