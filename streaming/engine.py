@@ -377,9 +377,10 @@ class Stream:
         transcript = None
         if is_final and utterance.log_probs:
             transcript = model.beam_decode(np.concatenate(utterance.log_probs), offset)
-        if transcript is None:
-            transcript = words_from_tokens(utterance.tokens, model.vocab, model.frame_seconds,
-                                           offset)
+        if transcript is None:  # greedy: words, times and confidences of the best path
+            transcript = words_from_tokens(
+                utterance.tokens, model.vocab, model.frame_seconds, offset,
+                np.concatenate(utterance.log_probs) if utterance.log_probs else None)
         # The last step of a final result may reach into the zero padding.
         words = [replace(w, end=min(w.end, audio_end)) for w in transcript.words]
         start, end = (words[0].start, words[-1].end) if words else (round(offset, 3), audio_end)
