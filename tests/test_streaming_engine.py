@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from asr.audio import load_audio
 from asr.beam import BeamSearchDecoder, load_words
-from asr.decode import Word, greedy_decode
+from asr.decode import greedy_decode
 from asr.defaults import LANGUAGE_MODEL, SHARED_SPEECH, STREAMING_MODEL
 from asr.metrics import edit_distance
 from asr.model import CTCModel, ModelDims
@@ -136,7 +136,10 @@ def test_incremental_greedy_decoding_matches_the_whole_utterance(small, recordin
     audio_end = round(len(recording) / RATE, 3)  # the last word may end in the padding
     assert final.is_final and not partial.is_final
     assert final.text == expected.text
-    assert final.words == [Word(w.word, w.start, min(w.end, audio_end)) for w in expected.words]
+    assert [(w.word, w.start, w.end) for w in final.words] == [
+        (w.word, w.start, min(w.end, audio_end)) for w in expected.words]
+    assert [w.conf for w in final.words] == pytest.approx([w.conf for w in expected.words],
+                                                          abs=2e-3)
     assert expected.text.startswith(partial.text)
     assert [r.text for r in engine.transcribe_file(_arctic(1)[0])] == [expected.text]
 
