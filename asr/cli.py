@@ -238,9 +238,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--workers", type=int, default=2, help="data-loading processes")
     g.add_argument("--preload", metavar="DIR",
                    help="decode the training audio once into a store in DIR (int16, about "
-                        "115 MB per hour of audio, reused while the recordings are unchanged) "
-                        "and read it from there, so that workers only augment; for GPUs, whose "
-                        "workers cannot decode fast enough (scripts/benchmark_input.py)")
+                        "115 MB per hour of audio; later runs decode only recordings it does "
+                        "not hold yet) and read it from there, so that workers only augment; "
+                        "for GPUs, whose workers cannot decode fast enough "
+                        "(scripts/benchmark_input.py)")
     g.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="bf16 autocast or fp32; auto: bf16 on CUDA and on CPUs with native bf16")

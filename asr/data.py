@@ -32,7 +32,8 @@ from asr.text import Vocabulary
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # save and stop; DataLoader workers ignore them
 CHECK_THREADS = 8  # header reads in flight (file systems over a network answer slowly)
-STORE_VERSION = 1  # of the AudioStore file layout; part of its key
+STORE_SUFFIX = ".int16"  # an AudioStore segment; its index is the .json beside it
+STORE_FORMAT = "lstm-asr audio store 1"  # of the index; segments of other formats are ignored
 STORE_SCALE = 32768.0  # float samples in [-1, 1] <-> int16, as soundfile scales 16-bit PCM
 STORE_CHUNK = 256  # recordings decoded at a time while a store is built
 
@@ -106,17 +107,13 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
-def _store_key(utterances: Sequence[Utterance]) -> str:
-    """What an `AudioStore` of `utterances` depends on: each recording's path, size and
-    modification time, in order."""
-    digest = hashlib.sha256(f"audio-store {STORE_VERSION}\n".encode())
-    for u in utterances:
-        try:
-            stat = os.stat(u.audio)
-            digest.update(f"{u.audio}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-        except OSError:
-            digest.update(f"{u.audio}\tmissing\n".encode())
-    return digest.hexdigest()[:24]
+def _identity(path: Path) -> str:
+    """What an `AudioStore` keeps a recording under: its path, size and modification time."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return f"{path}\tmissing"
+    return f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}"
 
 
 def _decode(path: Path) -> np.ndarray | str:
@@ -128,79 +125,104 @@ def _decode(path: Path) -> np.ndarray | str:
     return np.clip(np.round(audio * STORE_SCALE), -STORE_SCALE, STORE_SCALE - 1).astype(np.int16)
 
 
-class AudioStore:
-    """The decoded 16 kHz audio of a list of utterances in one int16 file, memory-mapped.
+def _segment_indexes(folder: Path) -> dict[Path, dict[str, list[int] | str]]:
+    """The recordings of each whole segment of an `AudioStore` folder, by index file."""
+    indexes = {}
+    for path in sorted(folder.glob("*.json")):
+        index = json.loads(path.read_text())
+        if (isinstance(index, dict) and index.get("format") == STORE_FORMAT
+                and path.with_suffix(STORE_SUFFIX).is_file()):
+            indexes[path] = index["recordings"]
+    return indexes
 
-    `AudioStore.build(folder, utterances)` decodes every recording once (in threads, with a
-    progress bar), about 115 MB per hour of audio; a store whose recordings are unchanged
-    (path, size, modification time) is reused. Reading an utterance is then a copy from the page
-    cache instead of a FLAC, Opus or MP3 decode, which is what bounds a data-loading worker.
-    A recording that could not be decoded keeps its error, given again when it is read.
+
+class AudioStore:
+    """The decoded 16 kHz audio of a list of utterances, as int16 in memory-mapped segment
+    files of a folder.
+
+    `AudioStore.build(folder, utterances)` decodes (in threads, with a progress bar) the
+    recordings that no segment of the folder holds yet into a new segment, about 115 MB per
+    hour of audio: a corpus that grows, or a subset of one, decodes only what is new. A
+    recording is known by its path, size and modification time, so a changed one is decoded
+    again. Reading an utterance is then a copy from the page cache instead of a FLAC, Opus or
+    MP3 decode, which is what bounds a data-loading worker. A recording that could not be
+    decoded keeps its error, given again when it is read.
     """
 
     def __init__(self, folder: str | Path, utterances: Sequence[Utterance]) -> None:
-        key = _store_key(utterances)
-        self.samples_path = Path(folder) / f"{key}.int16"
-        index_path = Path(folder) / f"{key}.json"
-        if not index_path.is_file():
-            raise FileNotFoundError(f"{index_path}: no audio store for these recordings; "
-                                    "build it with AudioStore.build")
-        index = json.loads(index_path.read_text())
-        self.offsets = np.asarray(index["offsets"], dtype=np.int64)
-        self.lengths = np.asarray(index["lengths"], dtype=np.int64)
-        self.errors: dict[int, str] = {int(k): v for k, v in index["errors"].items()}
-        self._samples: np.ndarray | None = None  # mapped on first read, in each process
+        indexes = _segment_indexes(Path(folder))
+        self.segments = [path.with_suffix(STORE_SUFFIX) for path in indexes]
+        known: dict[str, tuple[int, int, int] | str] = {}
+        for number, index in enumerate(indexes.values()):
+            for identity, entry in index.items():
+                known[identity] = entry if isinstance(entry, str) else (number, *entry)
+        entries = [known.get(_identity(u.audio)) for u in utterances]
+        missing = sum(entry is None for entry in entries)
+        if missing:
+            raise FileNotFoundError(f"{folder}: the audio store lacks {missing} of the "
+                                    f"{len(entries)} recordings; build it with AudioStore.build")
+        self.entries: list[tuple[int, int, int] | str] = entries  # type: ignore[assignment]
+        self._maps: dict[int, np.ndarray] = {}  # segments mapped so far, in this process
 
     @classmethod
     def build(cls, folder: str | Path, utterances: Sequence[Utterance],
               threads: int = CHECK_THREADS, progress: bool = True) -> AudioStore:
-        """The store of `utterances` under `folder`, decoding them first unless it exists."""
+        """The store of `utterances` under `folder`, decoding the recordings it lacks."""
         folder = Path(folder)
-        key = _store_key(utterances)
-        if (folder / f"{key}.json").is_file():
+        try:
             return cls(folder, utterances)
+        except FileNotFoundError:
+            pass
+        known = {identity for index in _segment_indexes(folder).values() for identity in index}
+        todo = {}  # identity -> utterance, each recording once
+        for u in utterances:
+            identity = _identity(u.audio)
+            if identity not in known:
+                todo.setdefault(identity, u)
+        name = hashlib.sha256("\n".join(todo).encode()).hexdigest()[:24]
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f"{key}.int16.partial"
-        offsets, lengths, errors, offset = [], [], {}, 0
-        bar = tqdm(total=round(sum(u.duration for u in utterances)), unit="s",
+        partial = folder / f"{name}{STORE_SUFFIX}.partial"
+        index: dict[str, list[int] | str] = {}
+        offset = 0
+        items = list(todo.items())
+        bar = tqdm(total=round(sum(u.duration for _, u in items)), unit="s",
                    desc="decoding audio into the store", disable=not progress)
         with open(partial, "wb") as out, ThreadPoolExecutor(threads) as pool:
-            for start in range(0, len(utterances), STORE_CHUNK):
-                chunk = utterances[start:start + STORE_CHUNK]
-                for i, samples in enumerate(pool.map(_decode, [u.audio for u in chunk]),
-                                            start):
+            for start in range(0, len(items), STORE_CHUNK):
+                chunk = items[start:start + STORE_CHUNK]
+                decoded = pool.map(_decode, [u.audio for _, u in chunk])
+                for (identity, _), samples in zip(chunk, decoded, strict=True):
                     if isinstance(samples, str):
-                        errors[i], samples = samples, np.zeros(0, np.int16)
+                        index[identity] = samples
+                        continue
                     out.write(samples.tobytes())
-                    offsets.append(offset)
-                    lengths.append(len(samples))
+                    index[identity] = [offset, len(samples)]
                     offset += len(samples)
-                bar.update(round(sum(u.duration for u in chunk)))
+                bar.update(round(sum(u.duration for _, u in chunk)))
         bar.close()
-        partial.replace(folder / f"{key}.int16")
-        index = {"offsets": offsets, "lengths": lengths, "errors": errors,
-                 "audio": [str(u.audio) for u in utterances]}
-        partial_index = folder / f"{key}.json.partial"
-        partial_index.write_text(json.dumps(index))
-        partial_index.replace(folder / f"{key}.json")  # last: its presence means complete
+        partial.replace(folder / f"{name}{STORE_SUFFIX}")
+        partial_index = folder / f"{name}.json.partial"
+        partial_index.write_text(json.dumps({"format": STORE_FORMAT, "recordings": index}))
+        partial_index.replace(folder / f"{name}.json")  # last: a segment is whole with it
         return cls(folder, utterances)
 
     def __len__(self) -> int:
-        return len(self.offsets)
+        return len(self.entries)
 
-    def __getstate__(self) -> dict:  # DataLoader workers map the file themselves
-        return {**self.__dict__, "_samples": None}
+    def __getstate__(self) -> dict:  # DataLoader workers map the files themselves
+        return {**self.__dict__, "_maps": {}}
 
     def read(self, index: int) -> np.ndarray:
         """Utterance `index`'s samples as float32 in [-1, 1]; `AudioError` if unreadable."""
-        if index in self.errors:
-            raise AudioError(self.errors[index])
-        if not self.lengths[index]:
+        entry = self.entries[index]
+        if isinstance(entry, str):
+            raise AudioError(entry)
+        segment, start, length = entry
+        if not length:
             return np.zeros(0, np.float32)
-        if self._samples is None:
-            self._samples = np.memmap(self.samples_path, dtype=np.int16, mode="r")
-        start = self.offsets[index]
-        return self._samples[start:start + self.lengths[index]].astype(np.float32) / STORE_SCALE
+        if segment not in self._maps:
+            self._maps[segment] = np.memmap(self.segments[segment], dtype=np.int16, mode="r")
+        return self._maps[segment][start:start + length].astype(np.float32) / STORE_SCALE
 
 
 class SpeechDataset(Dataset):

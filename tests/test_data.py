@@ -52,20 +52,28 @@ def test_the_store_reads_back_what_the_files_hold(tmp_path, recordings):
     np.testing.assert_array_equal(store.read(2), load_audio(EXAMPLE))
 
 
-def test_the_store_is_reused_until_a_recording_changes(tmp_path, recordings):
-    store = AudioStore.build(tmp_path / "store", recordings, progress=False)
-    written = store.samples_path.stat().st_mtime_ns
-    again = AudioStore.build(tmp_path / "store", recordings, progress=False)
-    assert again.samples_path == store.samples_path
-    assert again.samples_path.stat().st_mtime_ns == written
+def test_the_store_decodes_only_what_it_lacks(tmp_path, recordings):
+    folder = tmp_path / "store"
+    first = AudioStore.build(folder, recordings[:3], progress=False)
+    assert len(first.segments) == 1
+    written = first.segments[0].stat().st_mtime_ns
+    # a subset, and the same recordings again: nothing is decoded
+    assert AudioStore.build(folder, recordings[1:3], progress=False).segments == first.segments
+    assert len(AudioStore.build(folder, recordings[:3] * 2, progress=False)) == 6
+    # a grown corpus: only the new recordings go into a new segment
+    grown = AudioStore.build(folder, recordings, progress=False)
+    assert len(grown.segments) == 2 and first.segments[0].stat().st_mtime_ns == written
+    assert grown.segments[1].stat().st_size == 2 * (len(load_audio(EXAMPLE)))  # the FLAC copy
+    # a changed recording is decoded again, alone
     flac = recordings[-1].audio
-    sf.write(flac, np.zeros(8000, np.float32), 16000)  # a changed recording: a new store
+    sf.write(flac, np.zeros(8000, np.float32), 16000)
     os.utime(flac, ns=(written + 10**9, written + 10**9))
-    with pytest.raises(FileNotFoundError, match="no audio store for these recordings"):
-        AudioStore(tmp_path / "store", recordings)
-    rebuilt = AudioStore.build(tmp_path / "store", recordings, progress=False)
-    assert rebuilt.samples_path != store.samples_path
-    assert len(rebuilt.read(len(recordings) - 1)) == 8000
+    with pytest.raises(FileNotFoundError, match="lacks 1 of the 5 recordings"):
+        AudioStore(folder, recordings)
+    changed = AudioStore.build(folder, recordings, progress=False)
+    assert len(changed.segments) == 3
+    assert len(changed.read(len(recordings) - 1)) == 8000
+    np.testing.assert_array_equal(changed.read(2), load_audio(EXAMPLE))
 
 
 def test_workers_read_the_store_as_the_files(tmp_path, recordings):
@@ -100,4 +108,4 @@ def test_benchmark_input_builds_the_store_and_measures(tmp_path, recordings):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "first batch after" in result.stdout
     assert "h of audio a minute (workers 1, preload yes, features on cpu)" in result.stdout
-    assert len(list((tmp_path / "store").glob("*.int16"))) == 1
+    assert len(list((tmp_path / "store").glob("*.int16"))) == 1  # one segment
