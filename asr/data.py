@@ -136,6 +136,36 @@ def _segment_indexes(folder: Path) -> dict[Path, dict[str, list[int] | str]]:
     return indexes
 
 
+def _write_segment(folder: Path, todo: dict[str, Utterance], threads: int,
+                   progress: bool) -> None:
+    """Decode the recordings of `todo` (by identity) into a new segment of an `AudioStore`."""
+    name = hashlib.sha256("\n".join(todo).encode()).hexdigest()[:24]
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f"{name}{STORE_SUFFIX}.partial"
+    index: dict[str, list[int] | str] = {}
+    offset = 0
+    items = list(todo.items())
+    bar = tqdm(total=round(sum(u.duration for _, u in items)), unit="s",
+               desc="decoding audio into the store", disable=not progress)
+    with open(partial, "wb") as out, ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(items), STORE_CHUNK):
+            chunk = items[start:start + STORE_CHUNK]
+            decoded = pool.map(_decode, [u.audio for _, u in chunk])
+            for (identity, _), samples in zip(chunk, decoded, strict=True):
+                if isinstance(samples, str):
+                    index[identity] = samples
+                    continue
+                out.write(samples.tobytes())
+                index[identity] = [offset, len(samples)]
+                offset += len(samples)
+            bar.update(round(sum(u.duration for _, u in chunk)))
+    bar.close()
+    partial.replace(folder / f"{name}{STORE_SUFFIX}")
+    partial_index = folder / f"{name}.json.partial"
+    partial_index.write_text(json.dumps({"format": STORE_FORMAT, "recordings": index}))
+    partial_index.replace(folder / f"{name}.json")  # last: a segment is whole with it
+
+
 class AudioStore:
     """The decoded 16 kHz audio of a list of utterances, as int16 in memory-mapped segment
     files of a folder.
@@ -169,41 +199,14 @@ class AudioStore:
               threads: int = CHECK_THREADS, progress: bool = True) -> AudioStore:
         """The store of `utterances` under `folder`, decoding the recordings it lacks."""
         folder = Path(folder)
-        try:
-            return cls(folder, utterances)
-        except FileNotFoundError:
-            pass
         known = {identity for index in _segment_indexes(folder).values() for identity in index}
         todo = {}  # identity -> utterance, each recording once
         for u in utterances:
             identity = _identity(u.audio)
             if identity not in known:
                 todo.setdefault(identity, u)
-        name = hashlib.sha256("\n".join(todo).encode()).hexdigest()[:24]
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f"{name}{STORE_SUFFIX}.partial"
-        index: dict[str, list[int] | str] = {}
-        offset = 0
-        items = list(todo.items())
-        bar = tqdm(total=round(sum(u.duration for _, u in items)), unit="s",
-                   desc="decoding audio into the store", disable=not progress)
-        with open(partial, "wb") as out, ThreadPoolExecutor(threads) as pool:
-            for start in range(0, len(items), STORE_CHUNK):
-                chunk = items[start:start + STORE_CHUNK]
-                decoded = pool.map(_decode, [u.audio for _, u in chunk])
-                for (identity, _), samples in zip(chunk, decoded, strict=True):
-                    if isinstance(samples, str):
-                        index[identity] = samples
-                        continue
-                    out.write(samples.tobytes())
-                    index[identity] = [offset, len(samples)]
-                    offset += len(samples)
-                bar.update(round(sum(u.duration for _, u in chunk)))
-        bar.close()
-        partial.replace(folder / f"{name}{STORE_SUFFIX}")
-        partial_index = folder / f"{name}.json.partial"
-        partial_index.write_text(json.dumps({"format": STORE_FORMAT, "recordings": index}))
-        partial_index.replace(folder / f"{name}.json")  # last: a segment is whole with it
+        if todo:
+            _write_segment(folder, todo, threads, progress)
         return cls(folder, utterances)
 
     def __len__(self) -> int:

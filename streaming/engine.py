@@ -374,13 +374,13 @@ class Stream:
         utterance, model = self._utterance, self.model
         offset = utterance.origin / self.sample_rate
         audio_end = round(offset + utterance.fed / self.sample_rate, 3)
+        log_probs = np.concatenate(utterance.log_probs) if utterance.log_probs else None
         transcript = None
-        if is_final and utterance.log_probs:
-            transcript = model.beam_decode(np.concatenate(utterance.log_probs), offset)
+        if is_final and log_probs is not None:
+            transcript = model.beam_decode(log_probs, offset)
         if transcript is None:  # greedy: words, times and confidences of the best path
-            transcript = words_from_tokens(
-                utterance.tokens, model.vocab, model.frame_seconds, offset,
-                np.concatenate(utterance.log_probs) if utterance.log_probs else None)
+            transcript = words_from_tokens(utterance.tokens, model.vocab, model.frame_seconds,
+                                           offset, log_probs)
         # The last step of a final result may reach into the zero padding.
         words = [replace(w, end=min(w.end, audio_end)) for w in transcript.words]
         start, end = (words[0].start, words[-1].end) if words else (round(offset, 3), audio_end)
