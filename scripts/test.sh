@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Run the test suite (arguments go to pytest). The real-microphone tests need PulseAudio and
-# PortAudio, the synthetic-corpus tests flite or espeak-ng, the web-page tests Chromium: as root
-# (or with sudo) this installs Debian's packages for them when missing; otherwise those tests
-# skip. With npm it installs the web page's onnxruntime-web when missing or out of date (`npm ci
-# --prefix streaming/web`). The tests on real speech need ../shared/data beside the clone. The
-# run ends with why tests were skipped (README.md, "Tests").
+# PortAudio, the synthetic-corpus tests flite or espeak-ng, the web-page tests Chromium, the test
+# of formats libsndfile cannot read (AAC) ffmpeg: as root (or with sudo) this installs Debian's
+# packages for them when missing; otherwise those tests skip. With npm it installs the web
+# page's onnxruntime-web when missing or out of date (`npm ci --prefix streaming/web`). The tests
+# on real speech need ../shared/data beside the clone. The run ends with why tests were skipped
+# (README.md, "Tests").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(pulseaudio pulseaudio-utils libportaudio2 flite espeak-ng chromium chromium-driver)
+packages=(pulseaudio pulseaudio-utils libportaudio2 flite espeak-ng chromium chromium-driver
+          ffmpeg)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
