@@ -176,9 +176,12 @@ def _join(pieces: list[tuple[int, Transcript]]) -> Transcript:
 
 
 def _is_checkpoint(path: Path) -> bool:
-    """Whether `path` is a PyTorch checkpoint (a zip archive) rather than an ONNX file."""
+    """Whether `path` is an `asr train` model file rather than an ONNX file: a PyTorch zip
+    archive, or the JSON index of one stored in parts (`asr.checkpoint.atomic_save`: every
+    fp32 model of the default size). An ONNX file starts with a protobuf tag, never `{`."""
     with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04"
+        head = f.read(4)
+    return head == b"PK\x03\x04" or head.startswith(b"{")
 
 
 def checkpoint_onnx(checkpoint: Path) -> Path:

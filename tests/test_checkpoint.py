@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from common import EXAMPLE
 from torch import nn
 
 from asr.checkpoint import (
@@ -13,7 +14,9 @@ from asr.checkpoint import (
     model_payload,
     save_model,
 )
+from asr.defaults import OFFLINE_MODEL
 from asr.model import CTCModel, ModelDims
+from asr.transcribe import Recognizer
 
 MIB = 2**20
 
@@ -71,6 +74,15 @@ def test_fp32_model_file_round_trips_through_parts(tmp_path):
     assert len(list(tmp_path.iterdir())) > 1  # 17 MB of float32 weights
     loaded = load_model(tmp_path / "model.pt")
     assert _same(loaded.state_dict(), model.state_dict())
+
+
+def test_a_model_file_in_parts_is_recognised_as_a_checkpoint(tmp_path):
+    """`asr train` writes a default-size fp32 model.pt as parts: transcribe runs it (it took the
+    parts index for an ONNX file before)."""
+    save_model(load_model(OFFLINE_MODEL), tmp_path / "model.pt")
+    assert len(list(tmp_path.iterdir())) > 1
+    (result,) = Recognizer(tmp_path / "model.pt").transcribe_files([str(EXAMPLE)])
+    assert result.text == "he could not see himself"
 
 
 def test_damaged_or_missing_parts_are_clear_errors(tmp_path):
