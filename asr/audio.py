@@ -68,6 +68,9 @@ def check_sample_rate(rate: object) -> int:
 def mono_float32(samples: np.ndarray) -> np.ndarray:
     """Validated float32 mono samples of a float (in [-1, 1]) or int16 `[n]` or
     `[n, channels]` array; `ValueError` for empty, misshapen or non-finite audio."""
+    if isinstance(samples, str | os.PathLike):
+        raise TypeError(f"samples must be an array, not a file name ({samples}): read the file "
+                        "with asr.audio.load_audio (or use transcribe_files / transcribe_file)")
     samples = np.asarray(samples)
     if samples.dtype == np.int16:
         audio = samples.astype(np.float32) / INT16_SCALE

@@ -225,6 +225,8 @@ BAD_ARRAYS = [
     (np.zeros(0, np.float32), ValueError, "empty audio"),
     (np.full(1600, np.nan, np.float32), ValueError, "NaN"),
     (np.zeros(1600, np.int32), TypeError, "int32"),
+    (EXAMPLE, TypeError, "not a file name .*load_audio"),
+    (str(EXAMPLE), TypeError, "not a file name .*load_audio"),
 ]
 BAD_RATES = [("16000", TypeError), (None, TypeError), (0, ValueError), (-1, ValueError),
              (math.nan, ValueError), (16000.5, ValueError)]
