@@ -137,8 +137,9 @@ def _segment_indexes(folder: Path) -> dict[Path, dict[str, list[int] | str]]:
 
 
 def _write_segment(folder: Path, todo: dict[str, Utterance], threads: int,
-                   progress: bool) -> None:
-    """Decode the recordings of `todo` (by identity) into a new segment of an `AudioStore`."""
+                   progress: bool) -> tuple[Path, dict[str, list[int] | str]]:
+    """Decode the recordings of `todo` (by identity) into a new segment of an `AudioStore`;
+    returns its index file and index, as `_segment_indexes` gives them."""
     name = hashlib.sha256("\n".join(todo).encode()).hexdigest()[:24]
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f"{name}{STORE_SUFFIX}.partial"
@@ -164,6 +165,7 @@ def _write_segment(folder: Path, todo: dict[str, Utterance], threads: int,
     partial_index = folder / f"{name}.json.partial"
     partial_index.write_text(json.dumps({"format": STORE_FORMAT, "recordings": index}))
     partial_index.replace(folder / f"{name}.json")  # last: a segment is whole with it
+    return folder / f"{name}.json", index
 
 
 class AudioStore:
@@ -180,13 +182,17 @@ class AudioStore:
     """
 
     def __init__(self, folder: str | Path, utterances: Sequence[Utterance]) -> None:
-        indexes = _segment_indexes(Path(folder))
+        self._open(folder, _segment_indexes(Path(folder)), [_identity(u.audio) for u in utterances])
+
+    def _open(self, folder: str | Path, indexes: dict[Path, dict[str, list[int] | str]],
+              identities: list[str]) -> None:
+        """The store of the recordings `identities` in the segments `indexes` of `folder`."""
         self.segments = [path.with_suffix(STORE_SUFFIX) for path in indexes]
         known: dict[str, tuple[int, int, int] | str] = {}
         for number, index in enumerate(indexes.values()):
             for identity, entry in index.items():
                 known[identity] = entry if isinstance(entry, str) else (number, *entry)
-        entries = [known.get(_identity(u.audio)) for u in utterances]
+        entries = [known.get(identity) for identity in identities]
         missing = sum(entry is None for entry in entries)
         if missing:
             raise FileNotFoundError(f"{folder}: the audio store lacks {missing} of the "
@@ -199,15 +205,19 @@ class AudioStore:
               threads: int = CHECK_THREADS, progress: bool = True) -> AudioStore:
         """The store of `utterances` under `folder`, decoding the recordings it lacks."""
         folder = Path(folder)
-        known = {identity for index in _segment_indexes(folder).values() for identity in index}
+        indexes = _segment_indexes(folder)
+        identities = [_identity(u.audio) for u in utterances]
+        known = {identity for index in indexes.values() for identity in index}
         todo = {}  # identity -> utterance, each recording once
-        for u in utterances:
-            identity = _identity(u.audio)
+        for identity, u in zip(identities, utterances, strict=True):
             if identity not in known:
                 todo.setdefault(identity, u)
         if todo:
-            _write_segment(folder, todo, threads, progress)
-        return cls(folder, utterances)
+            path, index = _write_segment(folder, todo, threads, progress)
+            indexes = dict(sorted({**indexes, path: index}.items()))  # as _segment_indexes
+        store = cls.__new__(cls)  # indexes and identities are read once, here
+        store._open(folder, indexes, identities)
+        return store
 
     def __len__(self) -> int:
         return len(self.entries)
