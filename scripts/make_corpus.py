@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import os
 import resource
 import shutil
@@ -345,33 +346,35 @@ class Progress:
             bar.update(min(step, max(bar.total - bar.n, 0)))  # a bar past its total shows None
 
 
-def render_corpus(settings: Settings, limit: int | None, hours: float | None,
-                  jobs: int) -> tuple[dict[int, float], list[int], Progress]:
+def render_corpus(settings: Settings, limit: int | None, hours: float | None, jobs: int,
+                  minutes: float = 0.0) -> tuple[dict[int, float], list[int], Progress]:
     """Render (or reuse) the training items (the first `limit`, or the shortest prefix holding
-    `hours` of audio) and the held-out voices' items. Returns the training {index: duration},
-    the held-out indices that exist, and the progress record."""
+    `hours` of audio; no new batch of items starts after `minutes`, when > 0) and the held-out
+    voices' items. Returns the training {index: duration}, the held-out indices that exist,
+    and the progress record."""
     progress = Progress()
-    total = settings.train_prompts
+    count = settings.train_prompts if limit is None else min(limit, settings.train_prompts)
+    target = math.inf if hours is None else hours * 3600
+    deadline = time.monotonic() + minutes * 60 if minutes > 0 else math.inf
+    bar = (tqdm(total=count, unit="utt", desc="training items") if hours is None else
+           tqdm(total=round(target), unit="s", desc="training audio", bar_format=SECONDS_BAR))
     with item_runner(settings, jobs) as run:
-        if hours is None:
-            count = total if limit is None else min(limit, total)
-            with tqdm(total=count, unit="utt", desc="training items") as bar:
-                progress.consume(run(range(count)), bar, False)
-            train = dict(progress.durations)
-        else:
-            target, start, batch = hours * 3600, 0, max(64, 32 * jobs)
-            with tqdm(total=round(target), unit="s", desc="training audio",
-                      bar_format=SECONDS_BAR) as bar:
-                while start < total and sum(progress.durations.values()) < target:
-                    stop = min(start + batch, total)
-                    progress.consume(run(range(start, stop)), bar, True)
-                    start = stop
-            train, covered = {}, 0.0
-            for index in sorted(progress.durations):  # the shortest prefix reaching the target
-                if covered >= target:
-                    break
-                train[index] = progress.durations[index]
-                covered += progress.durations[index]
+        start, batch = 0, max(64, 32 * jobs)
+        with bar:
+            while (start < count and sum(progress.durations.values()) < target
+                   and time.monotonic() < deadline):
+                stop = min(start + batch, count)
+                progress.consume(run(range(start, stop)), bar, hours is not None)
+                start = stop
+        if time.monotonic() >= deadline:
+            print(f"--max-minutes {minutes:g} reached after {start} training items; run again "
+                  "to render more", file=sys.stderr)
+        train, covered = {}, 0.0
+        for index in sorted(progress.durations):  # the shortest prefix reaching the target
+            if covered >= target:
+                break
+            train[index] = progress.durations[index]
+            covered += progress.durations[index]
         dev = dev_indices(settings)
         with tqdm(total=len(dev), unit="utt", desc="held-out voices") as bar:
             progress.consume(run(dev), bar, False)
@@ -598,6 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed of every random choice; same seed, same corpus (default: 0)")
     run.add_argument("--jobs", type=int, default=1,
                      help="worker processes, one core each (default: %(default)s)")
+    run.add_argument("--max-minutes", type=float, default=0.0,
+                     help="start no new training items after this many minutes and write the "
+                          "manifests of what is rendered (default: no limit); running again "
+                          "renders the rest")
     return parser
 
 
@@ -683,7 +690,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     started = time.monotonic()
     train_items, dev_items, progress = render_corpus(settings, args.limit, args.hours,
-                                                     args.jobs)
+                                                     args.jobs, args.max_minutes)
     elapsed = time.monotonic() - started
     shutil.rmtree(out / TEMP_DIR, ignore_errors=True)
     synthetic = [synthetic_entry(settings, i, d) for i, d in sorted(train_items.items())]
@@ -710,6 +717,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seed": args.seed, "stretch": args.stretch, "semitones": args.semitones,
         "empty_share": args.empty_share, "augment": not args.no_augment,
         "dev_per_voice": args.dev_per_voice, "limit": args.limit, "hours": args.hours,
+        "max_minutes": args.max_minutes,
         "prompts": len(prompts), "voices": [v.name for v in train_voices],
         "held_out_voices": [v.name for v in settings.dev_voices],
         "tts_root": str(tts_root) if tts_root else None}
