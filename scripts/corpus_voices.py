@@ -112,6 +112,7 @@ def relocate(tts_root: Path) -> None:
             link = Path(data, "espeak-ng-data", "mbrola", voice.name)
             if voice.parent.name == voice.name and voice.is_file() and not link.exists():
                 link.parent.mkdir(exist_ok=True)
+                link.unlink(missing_ok=True)  # a link left dangling by a moved tree
                 link.symlink_to(voice)
     for folder in (tts_root / "usr/bin", *map(Path, _lib_dirs(tts_root))):
         if not folder.is_dir():

@@ -160,6 +160,20 @@ def test_relocated_pico_runs_from_an_unpacked_tree(tmp_path: Path) -> None:
     assert load_audio(wav).size > SAMPLE_RATE // 2
 
 
+def test_relocate_replaces_a_mbrola_link_left_dangling_by_a_moved_tree(tmp_path: Path) -> None:
+    """A tree unpacked, relocated, then packed and unpacked elsewhere (the GPU machine)."""
+    root = tmp_path / "tts"
+    voice = root / "usr/share/mbrola/en1/en1"
+    voice.parent.mkdir(parents=True)
+    voice.write_bytes(b"voice")
+    link = root / "usr/lib/x86_64-linux-gnu/espeak-ng-data/mbrola/en1"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(tmp_path / "elsewhere/usr/share/mbrola/en1/en1")
+    cv.relocate(root)
+    cv.relocate(root)
+    assert link.read_bytes() == b"voice"
+
+
 # ---------------------------------------------------------------------------- whole runs
 
 
@@ -273,6 +287,18 @@ def test_corpus_is_resumable_and_reproducible(corpus, inputs, tmp_path: Path) ->
     assert (fresh / "synthetic.jsonl").read_bytes() == manifests["synthetic.jsonl"]
     for entry in synthetic[:4]:
         assert np.array_equal(sf.read(out / entry["audio"])[0], sf.read(fresh / entry["audio"])[0])
+
+
+def test_max_minutes_writes_what_is_rendered_and_a_rerun_completes(corpus, inputs, capsys,
+                                                                   tmp_path: Path) -> None:
+    out, _ = corpus
+    timed = tmp_path / "timed"
+    summary = _run(timed, inputs, "--max-minutes", "1e-9")  # no training item starts in time
+    assert "--max-minutes 1e-09 reached after 0 training items" in capsys.readouterr().err
+    assert summary["this_run"]["rendered"] == 2  # the held-out voice's items still are
+    assert not _lines(timed / "synthetic.jsonl") and _lines(timed / "dev_native.jsonl")
+    _run(timed, inputs)
+    assert (timed / "synthetic.jsonl").read_bytes() == (out / "synthetic.jsonl").read_bytes()
 
 
 def test_plans_are_seeded_per_item() -> None:
