@@ -326,6 +326,7 @@ class Progress:
 
     def __init__(self) -> None:
         self.durations: dict[int, float] = {}
+        self.seconds = 0.0  # the sum of `durations`
         self.counts: dict[str, int] = defaultdict(int)
         self.speed: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
 
@@ -336,6 +337,7 @@ class Progress:
                 bar.write(f"warning: item {result.index} {result.status}")
             else:
                 self.durations[result.index] = result.duration
+                self.seconds += result.duration
                 if result.status == "rendered":
                     stats = self.speed[result.source]
                     stats["audio_s"] += result.duration
@@ -361,12 +363,11 @@ def render_corpus(settings: Settings, limit: int | None, hours: float | None, jo
     with item_runner(settings, jobs) as run:
         start, batch = 0, max(64, 32 * jobs)
         with bar:
-            while (start < count and sum(progress.durations.values()) < target
-                   and time.monotonic() < deadline):
+            while start < count and progress.seconds < target and time.monotonic() < deadline:
                 stop = min(start + batch, count)
                 progress.consume(run(range(start, stop)), bar, hours is not None)
                 start = stop
-        if time.monotonic() >= deadline:
+        if start < count and progress.seconds < target:  # stopped by the deadline
             print(f"--max-minutes {minutes:g} reached after {start} training items; run again "
                   "to render more", file=sys.stderr)
         train, covered = {}, 0.0
