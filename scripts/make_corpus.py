@@ -349,26 +349,29 @@ class Progress:
 
 
 def render_corpus(settings: Settings, limit: int | None, hours: float | None, jobs: int,
-                  minutes: float = 0.0) -> tuple[dict[int, float], list[int], Progress]:
-    """Render (or reuse) the training items (the first `limit`, or the shortest prefix holding
-    `hours` of audio; no new batch of items starts after `minutes`, when > 0) and the held-out
-    voices' items. Returns the training {index: duration}, the held-out indices that exist,
-    and the progress record."""
+                  minutes: float = 0.0, first: int = 0,
+                  ) -> tuple[dict[int, float], list[int], Progress]:
+    """Render (or reuse) the training items from index `first` on (`limit` of them, or the
+    shortest run holding `hours` of audio; no new batch of items starts after `minutes`, when
+    > 0) and the held-out voices' items. Returns the training {index: duration}, the held-out
+    indices that exist, and the progress record."""
     progress = Progress()
-    count = settings.train_prompts if limit is None else min(limit, settings.train_prompts)
+    count = (settings.train_prompts if limit is None
+             else min(first + limit, settings.train_prompts))
     target = math.inf if hours is None else hours * 3600
     deadline = time.monotonic() + minutes * 60 if minutes > 0 else math.inf
-    bar = (tqdm(total=count, unit="utt", desc="training items") if hours is None else
+    bar = (tqdm(total=max(count - first, 0), unit="utt", desc="training items")
+           if hours is None else
            tqdm(total=round(target), unit="s", desc="training audio", bar_format=SECONDS_BAR))
     with item_runner(settings, jobs) as run:
-        start, batch = 0, max(64, 32 * jobs)
+        start, batch = first, max(64, 32 * jobs)
         with bar:
             while start < count and progress.seconds < target and time.monotonic() < deadline:
                 stop = min(start + batch, count)
                 progress.consume(run(range(start, stop)), bar, hours is not None)
                 start = stop
         if start < count and progress.seconds < target:  # stopped by the deadline
-            print(f"--max-minutes {minutes:g} reached after {start} training items; run again "
+            print(f"--max-minutes {minutes:g} reached at training item {start}; run again "
                   "to render more", file=sys.stderr)
         train, covered = {}, 0.0
         for index in sorted(progress.durations):  # the shortest prefix reaching the target
@@ -533,6 +536,13 @@ def _pair(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0, got {text}")
+    return value
+
+
 def _share(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -562,8 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--split-seed", type=int, default=0,
                        help="seed of the speaker split (default: %(default)s)")
 
-    size = parser.add_argument_group("how much").add_mutually_exclusive_group()
-    size.add_argument("--limit", type=int, help="render the first N training items")
+    how_much = parser.add_argument_group("how much")
+    how_much.add_argument("--first", type=_count, default=0, metavar="N",
+                          help="start at training item N: fresh prompts, for fine-tuning a "
+                               "model trained on the items before it (default: 0)")
+    size = how_much.add_mutually_exclusive_group()
+    size.add_argument("--limit", type=int, help="render N training items")
     size.add_argument("--hours", type=float,
                       help="render training items in order until they hold H hours")
 
@@ -685,13 +699,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                         tuple(v for v in usable if v.held_out), args.seed, args.stretch,
                         args.semitones, args.empty_share, args.dev_per_voice,
                         not args.no_augment, tts_root)
+    if args.first >= settings.train_prompts:
+        raise SystemExit(f"error: --first {args.first}: there are {settings.train_prompts} "
+                         "training prompts")
     print(f"{len(prompts)} prompts ({settings.reserved} reserved for held-out voices); "
           f"training voices: {', '.join(v.name for v in train_voices)}; held out: "
           f"{', '.join(v.name for v in settings.dev_voices) or 'none'}")
 
     started = time.monotonic()
     train_items, dev_items, progress = render_corpus(settings, args.limit, args.hours,
-                                                     args.jobs, args.max_minutes)
+                                                     args.jobs, args.max_minutes, args.first)
     elapsed = time.monotonic() - started
     shutil.rmtree(out / TEMP_DIR, ignore_errors=True)
     synthetic = [synthetic_entry(settings, i, d) for i, d in sorted(train_items.items())]
@@ -717,7 +734,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary["settings"] = {
         "seed": args.seed, "stretch": args.stretch, "semitones": args.semitones,
         "empty_share": args.empty_share, "augment": not args.no_augment,
-        "dev_per_voice": args.dev_per_voice, "limit": args.limit, "hours": args.hours,
+        "dev_per_voice": args.dev_per_voice, "first": args.first, "limit": args.limit,
+        "hours": args.hours,
         "max_minutes": args.max_minutes,
         "prompts": len(prompts), "voices": [v.name for v in train_voices],
         "held_out_voices": [v.name for v in settings.dev_voices],

@@ -294,11 +294,21 @@ def test_max_minutes_writes_what_is_rendered_and_a_rerun_completes(corpus, input
     out, _ = corpus
     timed = tmp_path / "timed"
     summary = _run(timed, inputs, "--max-minutes", "1e-9")  # no training item starts in time
-    assert "--max-minutes 1e-09 reached after 0 training items" in capsys.readouterr().err
+    assert "--max-minutes 1e-09 reached at training item 0" in capsys.readouterr().err
     assert summary["this_run"]["rendered"] == 2  # the held-out voice's items still are
     assert not _lines(timed / "synthetic.jsonl") and _lines(timed / "dev_native.jsonl")
     _run(timed, inputs)
     assert (timed / "synthetic.jsonl").read_bytes() == (out / "synthetic.jsonl").read_bytes()
+
+
+def test_first_renders_the_later_items_alone(corpus, inputs, tmp_path: Path) -> None:
+    out, _ = corpus
+    later = tmp_path / "later"
+    summary = _run(later, inputs, "--first", "4", "--limit", "2")
+    assert summary["this_run"]["rendered"] == 2 + 2  # items 4 and 5, and the held-out voice's
+    assert _lines(later / "synthetic.jsonl") == _lines(out / "synthetic.jsonl")[4:]
+    with pytest.raises(SystemExit, match="--first 99: there are"):
+        _run(later, inputs, "--first", "99")
 
 
 def test_plans_are_seeded_per_item() -> None:
