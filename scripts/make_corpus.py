@@ -374,7 +374,7 @@ def render_corpus(settings: Settings, limit: int | None, hours: float | None, jo
             print(f"--max-minutes {minutes:g} reached at training item {start}; run again "
                   "to render more", file=sys.stderr)
         train, covered = {}, 0.0
-        for index in sorted(progress.durations):  # the shortest prefix reaching the target
+        for index in sorted(progress.durations):  # the shortest run reaching the target
             if covered >= target:
                 break
             train[index] = progress.durations[index]
