@@ -200,7 +200,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="dev corpora; without them --dev-fraction of the speakers is held out")
     p.add_argument("--dev-fraction", type=float, default=0.05)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")
-    p.add_argument("--init", help="start from this model file's weights (fine-tuning)")
+    p.add_argument("--init", help="start from this model file's weights (fine-tuning); with a "
+                   "larger --hidden, from the same model widened (Net2Net)")
     g = p.add_argument_group("model")
     g.add_argument("--hidden", type=int, default=256, help="LSTM units per direction")
     g.add_argument("--layers", type=int, default=3)

@@ -13,7 +13,7 @@ changed a third of its characters; the ensemble's output moves with the audio in
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -212,3 +212,40 @@ class CTCModel(nn.Module):
             raise RuntimeError("a bidirectional model cannot stream; train with --unidirectional")
         hidden, state = self.lstm(self.project(windows), state)
         return self.classify(hidden), state
+
+
+def widen(model: CTCModel, hidden: int, seed: int = 0) -> CTCModel:
+    """The same recogniser with `hidden` LSTM units per direction (Net2Net widening).
+
+    Each new unit copies a randomly drawn existing unit: its rows of the input projection and
+    of all four gates of every LSTM layer and direction.  The columns that read a copied unit
+    (recurrent weights, the next layer's input weights, the output layer) are split evenly
+    between it and its copies, so the wider model computes exactly the same output.  Dropout
+    gives the copies different gradients, so in training they drift apart.
+    """
+    old = model.dims.hidden
+    if hidden <= old:
+        raise ValueError(f"widening needs more than the model's {old} units, not {hidden}")
+    generator = torch.Generator().manual_seed(seed)
+    source = torch.cat([torch.arange(old), torch.randint(old, (hidden - old,),
+                                                          generator=generator)])
+    share = 1.0 / torch.bincount(source, minlength=old)[source].float()
+    gates = torch.cat([k * old + source for k in range(4)])
+
+    def units_in(weight: Tensor, blocks: int) -> Tensor:
+        """Columns of `weight` that read `blocks` concatenated layers of units, split."""
+        return torch.cat([weight[:, b * old + source] * share for b in range(blocks)], dim=1)
+
+    directions = 2 if model.dims.bidirectional else 1
+    wide = CTCModel(replace(model.dims, hidden=hidden), model.features, model.vocab)
+    state = model.state_dict()
+    for name in ("input.weight", "input.bias"):
+        state[name] = state[name][source]
+    for name in [n for n in state if n.startswith("lstm.")]:
+        state[name] = state[name][gates]
+        if name.startswith("lstm.weight_"):  # reads the layer below (or the input), or itself
+            below = name.startswith("lstm.weight_ih") and not name.startswith("lstm.weight_ih_l0")
+            state[name] = units_in(state[name], directions if below else 1)
+    state["output.weight"] = units_in(state["output.weight"], directions)
+    wide.load_state_dict(state)
+    return wide

@@ -56,7 +56,7 @@ from asr.data import (
 from asr.decode import greedy_decode
 from asr.defaults import PRECISIONS
 from asr.metrics import ErrorRates
-from asr.model import CTCModel, ModelDims
+from asr.model import CTCModel, ModelDims, widen
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "model.pt", "metrics.jsonl", "config.json"
 # what last.pt holds: metrics_bytes is the length of metrics.jsonl when it was saved
@@ -319,8 +319,16 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
         model = model_from_payload(checkpoint["model"], out / LAST)
     elif config.init:
         model = load_model(config.init)
-        if model.dims != config.dims:
-            raise ValueError(f"--init model has dimensions {model.dims}, not {config.dims}")
+        if model.dims.hidden < config.dims.hidden and \
+                replace(model.dims, hidden=config.dims.hidden) == config.dims:
+            if run.main:
+                print(f"widening {config.init} from {model.dims.hidden} to "
+                      f"{config.dims.hidden} units per direction (at first the same function)",
+                      file=sys.stderr)
+            model = widen(model, config.dims.hidden, config.seed)
+        elif model.dims != config.dims:
+            raise ValueError(f"--init model has dimensions {model.dims}, not {config.dims} "
+                             "(only --hidden may be larger: the model is widened)")
     else:
         model = CTCModel(config.dims)
         model.feature_mean, model.feature_std = feature_stats(

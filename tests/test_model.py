@@ -1,10 +1,11 @@
-"""The acoustic model runs a padded batch densely yet exactly: each item as if it were alone."""
+"""The acoustic model runs a padded batch densely yet exactly: each item as if it were alone;
+widened, it computes the same function."""
 
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr.model import CTCModel, ModelDims, reverse_within
+from asr.model import CTCModel, ModelDims, reverse_within, widen
 
 LENGTHS = torch.tensor([40, 7, 33, 1, 20])
 
@@ -54,3 +55,25 @@ def test_padding_does_not_reach_the_gradient_of_valid_steps(model):
         model.encode(inputs, LENGTHS)[valid].pow(2).sum().backward()
         grads.append(inputs.grad[valid])
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-5)
+
+
+def test_widening_keeps_the_function_and_the_rest_of_the_model(model):
+    with torch.no_grad():  # a trained model's statistics, not the defaults
+        model.feature_mean.normal_()
+        model.feature_std.uniform_(0.5, 2.0)
+    wide = widen(model, 80, seed=3).eval()
+    assert wide.dims.hidden == 80 and wide.dims.layers == model.dims.layers
+    assert wide.dims.bidirectional == model.dims.bidirectional
+    assert torch.equal(wide.feature_mean, model.feature_mean)
+    audio = torch.randn(2, 16000) * 0.1
+    lengths = torch.tensor([16000, 9000])
+    with torch.no_grad():
+        narrow_out, narrow_lengths = model.recognize_audio(audio, lengths)
+        wide_out, wide_lengths = wide.recognize_audio(audio, lengths)
+    assert torch.equal(narrow_lengths, wide_lengths)
+    torch.testing.assert_close(wide_out, narrow_out, rtol=0, atol=1e-4)
+
+
+def test_widening_to_no_more_units_is_refused(model):
+    with pytest.raises(ValueError, match="more than the model's 48 units"):
+        widen(model, 48)

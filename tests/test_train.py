@@ -80,6 +80,19 @@ def test_checkpoint_is_a_complete_model(tmp_path, few_utterances):
     assert model.vocab.tokens[0] == "<blank>"
 
 
+def test_init_with_more_units_widens_the_model(tmp_path, few_utterances, capsys):
+    manifest, _ = few_utterances
+    train(small_config(manifest, tmp_path / "narrow", epochs=1))
+    narrow = tmp_path / "narrow" / "model.pt"
+    train(small_config(manifest, tmp_path / "wide", init=str(narrow), epochs=1,
+                       dims=ModelDims(hidden=40, layers=2)))
+    assert "widening" in capsys.readouterr().err
+    assert load_model(tmp_path / "wide" / "model.pt").dims == ModelDims(hidden=40, layers=2)
+    with pytest.raises(ValueError, match="only --hidden may be larger"):
+        train(small_config(manifest, tmp_path / "deeper", init=str(narrow),
+                           dims=ModelDims(hidden=32, layers=3)))
+
+
 def test_torchrun_ddp_two_processes_on_cpu(tmp_path, few_utterances):
     manifest, _ = few_utterances
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
