@@ -17,13 +17,18 @@ leading/trailing silence, noise at 0-30 dB SNR, telephone band, 8 kHz, MP3/Opus/
 bit rates, output level). About --empty-share of the items hold no speech at all (dithered
 silence, room tone, noise, hum; 0.5-5 s) and have the empty transcript "".
 
+Real speech multiplied (--real-copies K): each real training utterance also gets K copies, each
+through its own seeded plan of the same perturbations (tempo and pitch, vocal tract, room,
+noise, channel, codec, level), as new speakers "<speaker>~k"; the real speakers are the only
+natural human speech in the corpus, and the test speakers are real.
+
 Held out: the voices marked held_out (RHVoice clb, Pico en-GB, festival ked: three engines,
 speakers no training voice shares) never reach train.jsonl; --dev-per-voice utterances of
 each, read from prompts reserved at the end of the prompt list, go to dev_native.jsonl.
 
 Outputs (JSON lines: audio, text, duration, speaker, source, and for synthetic items voice
 and the augmentation steps; audio relative to the manifest when under --out):
-  train.jsonl       real training speakers + synthetic.jsonl
+  train.jsonl       real training speakers (+ their copies) + synthetic.jsonl
   synthetic.jsonl   the synthetic training items (including the empty ones)
   dev.jsonl         the real held-out speakers, as before (speechocean762 + an4)
   dev_native.jsonl  native English for model selection: the shared native_dev.jsonl
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -72,7 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # corpus_voices, corpu
 import corpus_augment as aug  # noqa: E402
 import corpus_voices as cv  # noqa: E402
 
-from asr.audio import SAMPLE_RATE, resample  # noqa: E402
+from asr.audio import SAMPLE_RATE, load_audio, resample  # noqa: E402
 from asr.corpora import (  # noqa: E402
     CorpusError,
     Utterance,
@@ -93,6 +99,7 @@ TEMP_DIR = ".tmp"  # under --out: the synthesisers' WAV files, removed at the en
 NO_SPEECH = "no-speech"  # speaker, source and folder of the empty-transcript items
 EMPTY_SECONDS = (0.5, 5.0)
 EMPTY_LEVEL_DB = (-65.0, -20.0)  # RMS of room tone, noise and hum
+REAL_COPIES_DIR = "real-copies"  # OUT/audio/real-copies/<k>/<key>.flac
 REFERENCE_CORES, REFERENCE_HOURS = 16, 100.0  # the estimate printed with the speeds
 SECONDS_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total} s [{elapsed}<{remaining}]"
 
@@ -308,17 +315,18 @@ def process_item(index: int) -> Result:
 
 
 @contextmanager
-def item_runner(settings: Settings, jobs: int) -> Iterator[Callable[[Sequence[int]], Iterator]]:
-    """A function mapping process_item over indices, in `jobs` worker processes when > 1."""
+def item_runner(settings: Settings, jobs: int,
+                function: Callable = process_item) -> Iterator[Callable[[Iterable], Iterator]]:
+    """A function mapping `function` over tasks, in `jobs` worker processes when > 1."""
     if jobs <= 1:
         init_worker(settings)
         try:
-            yield lambda indices: map(process_item, indices)
+            yield lambda tasks: map(function, tasks)
         finally:
             _worker["tools"].close()
         return
     with Pool(jobs, initializer=init_worker, initargs=(settings,)) as pool:
-        yield lambda indices: pool.imap_unordered(process_item, indices, chunksize=4)
+        yield lambda tasks: pool.imap_unordered(function, tasks, chunksize=4)
 
 
 class Progress:
@@ -383,6 +391,61 @@ def render_corpus(settings: Settings, limit: int | None, hours: float | None, jo
         with tqdm(total=len(dev), unit="utt", desc="held-out voices") as bar:
             progress.consume(run(dev), bar, False)
     return train, [i for i in dev if i in progress.durations], progress
+
+
+@dataclass(frozen=True)
+class RealCopy:
+    """The deterministic recipe of copy `copy` (1, 2, ...) of a real training utterance."""
+
+    entry: Entry
+    copy: int
+    key: str  # a digest of the audio's path relative to the real manifest: seeds and names it
+    steps: tuple[tuple[str, tuple], ...]
+    peak_db: float
+    path: Path
+
+    @staticmethod
+    def plan(settings: Settings, entry: Entry, copy: int, relative: str) -> RealCopy:
+        key = hashlib.sha1(relative.encode()).hexdigest()[:16]
+        rng = np.random.default_rng([settings.seed, int(key, 16), copy])
+        steps = aug.plan_augmentations(rng, False)
+        peak_db = round(float(rng.uniform(*aug.PEAK_DB)), 1)
+        path = settings.out / "audio" / REAL_COPIES_DIR / str(copy) / f"{key}{AUDIO_SUFFIX}"
+        return RealCopy(entry, copy, key, steps, peak_db, path)
+
+    def manifest_entry(self, duration: float) -> Entry:
+        u = self.entry.utterance
+        return Entry(Utterance(self.path, u.text, duration, f"{u.speaker}~{self.copy}"),
+                     f"{self.entry.source}+copies",
+                     (("copy_of", str(u.audio)), ("augment", aug.describe(self.steps))))
+
+
+def process_real_copy(task: tuple[int, RealCopy]) -> Result:
+    """Render a real copy (`task`: its position and recipe) unless its file exists."""
+    position, item = task
+    source = item.entry.source + "+copies"
+    if item.path.is_file():
+        return Result(position, sf.info(str(item.path)).duration, "reused", source)
+    try:
+        start = time.process_time()
+        rng = np.random.default_rng([_worker["settings"].seed, int(item.key, 16), item.copy, 2])
+        audio = aug.apply_augmentations(load_audio(item.entry.utterance.audio), item.steps, rng)
+        audio = aug.set_level(audio, item.peak_db)
+        write_audio(item.path, audio)
+    except Exception as error:  # noqa: BLE001 - one bad item must not stop the run
+        return Result(position, None, f"failed: {item.entry.utterance.audio}: {error}", source)
+    return Result(position, audio.size / SAMPLE_RATE, "rendered", source,
+                  augment_cpu=time.process_time() - start)
+
+
+def render_real_copies(settings: Settings, items: list[RealCopy],
+                       jobs: int) -> tuple[list[Entry], Progress]:
+    """Render (or reuse) the real copies: the entries of those that exist, and the progress."""
+    progress = Progress()
+    with item_runner(settings, jobs, process_real_copy) as run, \
+            tqdm(total=len(items), unit="utt", desc="real copies") as bar:
+        progress.consume(run(enumerate(items)), bar, False)
+    return [items[i].manifest_entry(d) for i, d in sorted(progress.durations.items())], progress
 
 
 # ---------------------------------------------------------------------------- manifests
@@ -608,6 +671,9 @@ def build_parser() -> argparse.ArgumentParser:
     more.add_argument("--empty-share", type=_share, default=0.025,
                       help="share of training items with no speech and text \"\" "
                            "(default: %(default)s)")
+    more.add_argument("--real-copies", type=_count, default=0, metavar="K",
+                      help="K perturbed copies of each real training utterance, as new "
+                           "speakers (default: 0)")
     more.add_argument("--no-augment", action="store_true",
                       help="no signal perturbation after synthesis (the level is still set)")
 
@@ -709,13 +775,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     train_items, dev_items, progress = render_corpus(settings, args.limit, args.hours,
                                                      args.jobs, args.max_minutes, args.first)
+    copies: list[Entry] = []
+    if args.real_copies and real_train:
+        base = os.path.abspath(args.real.parent)
+        plans = [RealCopy.plan(settings, e, k, os.path.relpath(e.utterance.audio, base))
+                 for k in range(1, args.real_copies + 1) for e in real_train]
+        copies, copied = render_real_copies(settings, plans, args.jobs)
+        for status, count in copied.counts.items():
+            progress.counts[f"real copies {status}"] += count
     elapsed = time.monotonic() - started
     shutil.rmtree(out / TEMP_DIR, ignore_errors=True)
     synthetic = [synthetic_entry(settings, i, d) for i, d in sorted(train_items.items())]
     held_out = [synthetic_entry(settings, i, progress.durations[i]) for i in sorted(dev_items)]
     manifests = {
         "synthetic": synthetic,
-        "train": real_train + synthetic,
+        "train": real_train + copies + synthetic,
         "dev_native": native + held_out + [e for e in real_dev
                                            if e.source != NON_NATIVE_DATASET],
         "dev_so762": [e for e in real_dev if e.source == NON_NATIVE_DATASET],
@@ -734,6 +808,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary["settings"] = {
         "seed": args.seed, "stretch": args.stretch, "semitones": args.semitones,
         "empty_share": args.empty_share, "augment": not args.no_augment,
+        "real_copies": args.real_copies,
         "dev_per_voice": args.dev_per_voice, "first": args.first, "limit": args.limit,
         "hours": args.hours,
         "max_minutes": args.max_minutes,

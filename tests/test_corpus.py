@@ -311,6 +311,34 @@ def test_first_renders_the_later_items_alone(corpus, inputs, tmp_path: Path) -> 
         _run(later, inputs, "--first", "99")
 
 
+def test_real_copies_are_perturbed_new_speakers_and_reused(corpus, inputs, tmp_path) -> None:
+    real = inputs["real"].parent
+    for i, seconds in enumerate((1.0, 2.0, 1.5, 3.0)):
+        sf.write(real / "audio" / f"{i}.wav", _speechlike(seconds), SAMPLE_RATE)
+    out = tmp_path / "copies"
+    summary = _run(out, inputs, "--real-copies", "2")
+    real_train, _ = split_by_speaker(read_manifest(inputs["real"]), 0.5, 0)
+    originals = real_train * 2
+    n = len(real_train)
+    train = _lines(out / "train.jsonl")
+    copies = train[n:3 * n]
+    assert train[3 * n:] == _lines(out / "synthetic.jsonl")
+    assert [e["speaker"] for e in copies] == [f"{u.speaker}~{k}" for k in (1, 2)
+                                              for u in real_train]
+    for entry, original in zip(copies, originals, strict=True):
+        assert entry["text"] == original.text and entry["copy_of"] == str(original.audio)
+        assert entry["source"].endswith("+copies")
+        audio, clean = load_audio(out / entry["audio"]), load_audio(original.audio)
+        assert abs(sf.info(str(out / entry["audio"])).duration - entry["duration"]) < 1e-3
+        assert audio.shape != clean.shape or not np.allclose(audio, clean, atol=1e-3)
+    assert summary["this_run"]["real copies rendered"] == 2 * n
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "audio" / mc.REAL_COPIES_DIR).rglob("*")}
+    again = _run(out, inputs, "--real-copies", "2")
+    assert again["this_run"]["real copies reused"] == 2 * n
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert _lines(out / "train.jsonl") == train
+
+
 def test_plans_are_seeded_per_item() -> None:
     voices = tuple(v for v in cv.VOICES if not v.held_out and not v.restricted)
     settings = mc.Settings(Path("/tmp/x"), tuple(f"prompt {i}" for i in range(40)), voices,
