@@ -201,12 +201,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dev-fraction", type=float, default=0.05)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt if present")
     p.add_argument("--init", help="start from this model file's weights (fine-tuning); with a "
-                   "larger --hidden, from the same model widened (Net2Net)")
+                   "larger --hidden, from the same model widened (Net2Net); with a longer "
+                   "--lookahead, from the same model reading ahead (new weights at zero)")
     g = p.add_argument_group("model")
     g.add_argument("--hidden", type=int, default=256, help="LSTM units per direction")
     g.add_argument("--layers", type=int, default=3)
     g.add_argument("--stack", type=int, default=3, help="10 ms frames per LSTM step")
     g.add_argument("--unidirectional", action="store_true", help="streaming (causal) model")
+    g.add_argument("--lookahead", type=int, default=0,
+                   help="10 ms frames each step reads past its own: a streaming model's delay")
     g.add_argument("--dropout", type=float, default=0.1)
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=30)
@@ -264,7 +267,8 @@ def train_config(args: argparse.Namespace):  # -> asr.train.TrainConfig (imports
     return TrainConfig(
         train=args.train, out_dir=args.out, dev=args.dev, dev_fraction=args.dev_fraction,
         dims=ModelDims(hidden=args.hidden, layers=args.layers, stack=args.stack,
-                       bidirectional=not args.unidirectional, dropout=args.dropout),
+                       lookahead=args.lookahead, bidirectional=not args.unidirectional,
+                       dropout=args.dropout),
         augment=AugmentConfig(speeds=(0.9, 1.0, 1.1) if args.speed_perturb else (),
                               noise_prob=args.noise_prob, noise_dir=args.noise_dir,
                               snr_db=tuple(args.snr), freq_masks=spec, time_masks=spec,
@@ -304,8 +308,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "checked on a batch against PyTorch). Needs the train extra (torch, onnx).")
     p.add_argument("checkpoint", help="a model file (asr train's model.pt)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--chunk-ms", type=int, default=160,
-                   help="recommended chunk, in the streaming model's metadata")
+    p.add_argument("--chunk-ms", type=int,
+                   help="recommended chunk, in the streaming model's metadata (default: 160 ms "
+                   "less the model's look-ahead, so that its algorithmic latency is 160 ms)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 copy")
     p.set_defaults(run=_run_export)
 

@@ -1,7 +1,8 @@
 """LSTM-CTC acoustic model over characters, bidirectional (offline) or unidirectional (streaming).
 
 audio -> log-mel (10 ms) -> global mean/variance normalisation -> stack `stack` frames
-(30 ms a step) -> linear -> LSTM layers -> linear -> log-softmax over the vocabulary.
+(30 ms a step), and the `lookahead` frames after them -> linear -> LSTM layers -> linear ->
+log-softmax over the vocabulary.
 
 Training sees one stacking phase (steps start at frame 0). Recognition (`recognize_audio`, and
 the exported graphs) runs all `stack` phases, one LSTM sequence each, and interleaves them into
@@ -13,6 +14,7 @@ changed a third of its characters; the ensemble's output moves with the audio in
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -31,6 +33,7 @@ class ModelDims:
 
     n_mels: int = 80
     stack: int = 3  # log-mel frames per LSTM step: 3 x 10 ms = 30 ms
+    lookahead: int = 0  # later log-mel frames each step also reads (its algorithmic delay)
     hidden: int = 256  # LSTM units per direction
     layers: int = 3
     bidirectional: bool = True
@@ -53,20 +56,24 @@ def reverse_within(x: Tensor, lengths: Tensor) -> Tensor:
     return x.gather(1, index[:, :, None].expand_as(x))
 
 
-def stack_frames(frames: Tensor, stack: int) -> Tensor:
-    """`[B, T, F]` -> `[B, T // stack, stack * F]`, dropping an incomplete last group."""
+def stack_frames(frames: Tensor, stack: int, lookahead: int = 0) -> Tensor:
+    """`[B, T, F]` -> `[B, S, (stack + lookahead) * F]`, S = (T - lookahead) // stack: step s
+    reads frames `stack * s` to `stack * (s + 1) + lookahead - 1`, in time order."""
     batch, time, dim = frames.shape
-    steps = time // stack
-    return frames[:, : steps * stack].reshape(batch, steps, stack * dim)
+    steps = (time - lookahead) // stack
+    own = frames[:, : steps * stack].reshape(batch, steps, stack * dim)
+    later = [frames[:, stack + j : stack + j + steps * stack : stack] for j in range(lookahead)]
+    return torch.cat([own, *later], dim=-1)
 
 
-def phase_windows(frames: Tensor, stack: int) -> Tensor:
-    """`[B, stack * G + stack - 1, F]` -> `[stack * B, G, stack * F]`: the window of `stack`
-    frames ending at each of the last `stack * G` frames; window `stack * t + q` is step t of
+def phase_windows(frames: Tensor, stack: int, lookahead: int = 0) -> Tensor:
+    """`[B, stack * G + stack - 1 + lookahead, F]` -> `[stack * B, G, (stack + lookahead) * F]`:
+    the window of `stack` frames ending at each of the `stack * G` frames before the last
+    `lookahead`, with the `lookahead` frames after it; window `stack * t + q` is step t of
     phase q (rows `q * B` to `q * B + B - 1`)."""
-    groups = (frames.shape[1] - stack + 1) // stack
-    return torch.cat([stack_frames(frames[:, q : q + stack * groups], stack)
-                      for q in range(stack)])
+    groups = (frames.shape[1] - stack + 1 - lookahead) // stack
+    return torch.cat([stack_frames(frames[:, q : q + stack * groups + lookahead], stack,
+                                   lookahead) for q in range(stack)])
 
 
 def interleave_phases(log_probs: Tensor, stack: int) -> Tensor:
@@ -103,7 +110,7 @@ class CTCModel(nn.Module):
         self.frontend = LogMel(self.features)
         self.register_buffer("feature_mean", torch.zeros(dims.n_mels))
         self.register_buffer("feature_std", torch.ones(dims.n_mels))
-        self.input = nn.Linear(dims.stack * dims.n_mels, dims.hidden)
+        self.input = nn.Linear((dims.stack + dims.lookahead) * dims.n_mels, dims.hidden)
         self.dropout = nn.Dropout(dims.dropout)
         self.lstm = nn.LSTM(dims.hidden, dims.hidden, dims.layers, batch_first=True,
                             bidirectional=dims.bidirectional,
@@ -119,8 +126,11 @@ class CTCModel(nn.Module):
         return self.dims.stack * self.features.hop_length / self.features.sample_rate
 
     def log_mel(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """Log-mel frames of a right-padded batch `[B, N]` and each item's frame count."""
-        frames = self.frontend(pad_for_frames(audio, self.features, self.dims.stack))
+        """Log-mel frames of a right-padded batch `[B, N]` and each item's frame count. The
+        frames run `lookahead` past the last whole step, over zeros, as a finished stream's do."""
+        samples = pad_for_frames(audio, self.features, self.dims.stack)
+        tail = self.dims.lookahead * self.features.hop_length
+        frames = self.frontend(F.pad(samples, (0, tail)))
         counts = [num_frames(int(n), self.features, self.dims.stack) for n in lengths]
         return frames, torch.tensor(counts, dtype=torch.long)
 
@@ -128,15 +138,19 @@ class CTCModel(nn.Module):
         return (frames - self.feature_mean) / self.feature_std
 
     def project(self, stacked: Tensor) -> Tensor:
-        """LSTM input of normalised, stacked log-mel frames `[B, T, stack * n_mels]`."""
+        """LSTM input of normalised, stacked log-mel frames `[B, T, (stack + lookahead) *
+        n_mels]`."""
         return self.dropout(torch.relu(self.input(stacked)))
 
     def classify(self, hidden: Tensor) -> Tensor:
         return torch.log_softmax(self.output(self.dropout(hidden)), dim=-1)
 
     def forward(self, frames: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """CTC log-probabilities `[B, T', V]` of log-mel frames `[B, T, n_mels]`, and T' lengths."""
-        x = self.project(stack_frames(self.normalize(frames), self.dims.stack))
+        """CTC log-probabilities `[B, T', V]` of log-mel frames `[B, T, n_mels]`, and T' lengths.
+        Steps that look ahead past the last frame see digital silence there."""
+        lookahead = self.dims.lookahead
+        frames = F.pad(frames, (0, 0, 0, lookahead), value=self.silence_frame)
+        x = self.project(stack_frames(self.normalize(frames), self.dims.stack, lookahead))
         lengths = (frame_lengths // self.dims.stack).clamp(min=1, max=x.shape[1])
         return self.classify(self.encode(x, lengths)), lengths
 
@@ -155,11 +169,12 @@ class CTCModel(nn.Module):
         log-mel frames `[B, T, n_mels]` (an incomplete last step is dropped), and each item's
         valid frames.
 
-        Frame k is the smoothed output of the window of `stack` frames ending at frame k; the
-        frames before the first are digital silence."""
-        stack = self.dims.stack
-        frames = F.pad(frames, (0, 0, stack - 1, 0), value=self.silence_frame)
-        windows = phase_windows(self.normalize(frames), stack)
+        Frame k is the smoothed output of the window of `stack` frames ending at frame k (and
+        the `lookahead` frames after it); the frames before the first and after the last are
+        digital silence.  Beyond the valid frames come frames to drop."""
+        stack, lookahead = self.dims.stack, self.dims.lookahead
+        frames = F.pad(frames, (0, 0, stack - 1, lookahead), value=self.silence_frame)
+        windows = phase_windows(self.normalize(frames), stack, lookahead)
         steps = (frame_lengths // stack).clamp(min=1, max=windows.shape[1])
         log_probs = self.classify(self.encode(self.project(windows), steps.repeat(stack)))
         merged = interleave_phases(log_probs, stack)
@@ -207,7 +222,8 @@ class CTCModel(nn.Module):
         return torch.zeros(shape), torch.zeros(shape)
 
     def step(self, windows: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
-        """Unidirectional streaming step over normalised, stacked frames `[B, k, stack * F]`."""
+        """Unidirectional streaming step over normalised, stacked frames `[B, k, (stack +
+        lookahead) * F]`."""
         if self.dims.bidirectional:
             raise RuntimeError("a bidirectional model cannot stream; train with --unidirectional")
         hidden, state = self.lstm(self.project(windows), state)
@@ -249,3 +265,50 @@ def widen(model: CTCModel, hidden: int, seed: int = 0) -> CTCModel:
     state["output.weight"] = units_in(state["output.weight"], directions)
     wide.load_state_dict(state)
     return wide
+
+
+def extend_lookahead(model: CTCModel, lookahead: int) -> CTCModel:
+    """The same recogniser with each step also reading the `lookahead` log-mel frames after it.
+    Their input weights start at zero, so it starts as the same function; training teaches it
+    to use them."""
+    old = model.dims.lookahead
+    if lookahead <= old:
+        raise ValueError(f"the model already looks {old} frames ahead, not fewer than {lookahead}")
+    longer = CTCModel(replace(model.dims, lookahead=lookahead), model.features, model.vocab)
+    state = model.state_dict()
+    weight = state["input.weight"]
+    state["input.weight"] = torch.cat(
+        [weight, weight.new_zeros(weight.shape[0], (lookahead - old) * model.dims.n_mels)], dim=1)
+    longer.load_state_dict(state)
+    return longer
+
+
+def grow(model: CTCModel, dims: ModelDims, seed: int = 0) -> CTCModel:
+    """`model` with `dims`: widened (`widen`) and reading further ahead (`extend_lookahead`) as
+    far as they ask, at first the same function. Any other difference is a `ValueError`."""
+    if model.dims.hidden < dims.hidden:
+        model = widen(model, dims.hidden, seed)
+    if model.dims.lookahead < dims.lookahead:
+        model = extend_lookahead(model, dims.lookahead)
+    if model.dims != dims:
+        raise ValueError(f"a model with dimensions {model.dims} cannot grow into {dims}: only "
+                         "hidden and lookahead may grow")
+    return model
+
+
+def average(models: Sequence[CTCModel]) -> CTCModel:
+    """The mean of the weights of models trained from one another (say a model and its
+    fine-tune), with the first one's dimensions: a shorter look-ahead is extended first."""
+    first = models[0]
+    grown = [extend_lookahead(m, first.dims.lookahead)
+             if replace(m.dims, lookahead=first.dims.lookahead) == first.dims
+             and m.dims.lookahead < first.dims.lookahead else m for m in models[1:]]
+    if any(m.dims != first.dims for m in grown):
+        raise ValueError("only models of the same dimensions, but for a shorter look-ahead, can "
+                         "be averaged")
+    mean = CTCModel(first.dims, first.features, first.vocab)
+    states = [m.state_dict() for m in (first, *grown)]
+    mean.load_state_dict({name: sum(s[name] for s in states) / len(states)
+                          if value.is_floating_point() else value
+                          for name, value in states[0].items()})
+    return mean.eval()

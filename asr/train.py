@@ -56,7 +56,7 @@ from asr.data import (
 from asr.decode import greedy_decode
 from asr.defaults import PRECISIONS
 from asr.metrics import ErrorRates
-from asr.model import CTCModel, ModelDims, widen
+from asr.model import CTCModel, ModelDims, grow
 
 LAST, BEST, METRICS, CONFIG = "last.pt", "model.pt", "metrics.jsonl", "config.json"
 # what last.pt holds: metrics_bytes is the length of metrics.jsonl when it was saved
@@ -319,16 +319,11 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
         model = model_from_payload(checkpoint["model"], out / LAST)
     elif config.init:
         model = load_model(config.init)
-        if model.dims.hidden < config.dims.hidden and \
-                replace(model.dims, hidden=config.dims.hidden) == config.dims:
-            if run.main:
-                print(f"widening {config.init} from {model.dims.hidden} to "
-                      f"{config.dims.hidden} units per direction (at first the same function)",
-                      file=sys.stderr)
-            model = widen(model, config.dims.hidden, config.seed)
-        elif model.dims != config.dims:
-            raise ValueError(f"--init model has dimensions {model.dims}, not {config.dims} "
-                             "(only --hidden may be larger: the model is widened)")
+        before, model = model.dims, grow(model, config.dims, config.seed)
+        if model.dims != before and run.main:
+            print(f"{config.init}: {before.hidden} -> {model.dims.hidden} units per direction, "
+                  f"look-ahead {before.lookahead} -> {model.dims.lookahead} frames (at first the "
+                  "same function)", file=sys.stderr)
     else:
         model = CTCModel(config.dims)
         model.feature_mean, model.feature_std = feature_stats(

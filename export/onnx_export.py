@@ -30,7 +30,7 @@ from streaming.engine import MODEL_TYPE as STREAMING_MODEL_TYPE
 
 FP32_NAME, INT8_NAME = "model.onnx", "model.int8.onnx"
 OPSET = 17
-DEFAULT_CHUNK_MS = 160
+LATENCY_MS = 160  # a streaming model's default algorithmic latency: its chunk and look-ahead
 
 
 def common_metadata(model: CTCModel, model_type: str) -> dict[str, str]:
@@ -49,13 +49,19 @@ def common_metadata(model: CTCModel, model_type: str) -> dict[str, str]:
     }
 
 
-def streaming_metadata(model: CTCModel, chunk_ms: int) -> dict[str, str]:
-    """The streaming model's contract: common metadata plus chunking and state names."""
-    hop = model.features.hop_length
-    chunk = max(1, round(chunk_ms * model.features.sample_rate / 1000 / hop)) * hop
+def streaming_metadata(model: CTCModel, chunk_ms: int | None = None) -> dict[str, str]:
+    """The streaming model's contract: common metadata plus chunking and state names. The
+    recommended chunk is `chunk_ms`, by default what `LATENCY_MS` leaves after the look-ahead
+    (at least one hop)."""
+    hop, rate = model.features.hop_length, model.features.sample_rate
+    lookahead = model.dims.lookahead * hop
+    if chunk_ms is None:
+        chunk = max(1, round(LATENCY_MS * rate / 1000 / hop) - model.dims.lookahead) * hop
+    else:
+        chunk = max(1, round(chunk_ms * rate / 1000 / hop)) * hop
     return {**common_metadata(model, STREAMING_MODEL_TYPE),
             "recommended_chunk_samples": str(chunk),
-            "lookahead_samples": "0",
+            "lookahead_samples": str(lookahead),
             "state_names": json.dumps(list(STATE_NAMES))}
 
 
@@ -70,7 +76,7 @@ def offline_metadata(model: CTCModel) -> dict[str, str]:
             "max_segment_seconds": str(MAX_SEGMENT_SECONDS)}
 
 
-def export_onnx(model: CTCModel, out_dir: str | Path, chunk_ms: int = DEFAULT_CHUNK_MS,
+def export_onnx(model: CTCModel, out_dir: str | Path, chunk_ms: int | None = None,
                 int8: bool = True) -> list[Path]:
     """Write the streaming `model.onnx` (and `model.int8.onnx`) into `out_dir`; returns the
     paths."""

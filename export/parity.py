@@ -15,7 +15,10 @@ from streaming.engine import zero_state
 def run_chunks(session: ort.InferenceSession, audio: np.ndarray,
                chunk_sizes: Sequence[int]) -> np.ndarray:
     """Feed `audio` (a multiple of the hop long) in chunks of the given sizes, cycling through
-    them; returns the concatenated `[T, V]` log-probabilities."""
+    them, then the model's look-ahead of zeros, as a finished stream does; returns the
+    concatenated `[T, V]` log-probabilities, a frame for each hop of `audio`."""
+    lookahead = int(session.get_modelmeta().custom_metadata_map.get("lookahead_samples", 0))
+    audio = np.pad(audio, (0, lookahead))
     state = zero_state(session)
     outputs, position, i = [], 0, 0
     while position < len(audio):

@@ -2,6 +2,11 @@
 
     python scripts/ship_models.py --offline runs/bilstm/model.pt --streaming runs/unilstm/model.pt
 
+Given several model files, ships the mean of their weights (`asr.model.average`: say the
+shipped model and a fine-tune of it, which has often beaten both):
+
+    python scripts/ship_models.py --offline runs/offline14/model.pt asr/assets/offline.pt
+
 Each checkpoint is stored with float16 weights (half the size; loaded back as float32;
 `asr train --init` starts from it) and exported from those weights to ONNX (fp32 and int8),
 which is what recognition runs: the offline model as one graph over whole recordings, the
@@ -23,12 +28,25 @@ from asr.defaults import (
     STREAMING_CHECKPOINT,
     STREAMING_MODEL,
 )
+from asr.model import CTCModel, average
 from export.onnx_export import export_offline_onnx, export_onnx
 
 
-def ship_offline(checkpoint: Path) -> list[Path]:
-    """The bundled offline checkpoint and its ONNX pair, from `checkpoint`."""
-    save_model(load_model(checkpoint), OFFLINE_MODEL, half=True, source=str(checkpoint))
+def mean_model(checkpoints: list[Path]) -> CTCModel:
+    """The model in one file, or the mean of several."""
+    models = [load_model(path) for path in checkpoints]
+    return models[0] if len(models) == 1 else average(models)
+
+
+def source(checkpoints: list[Path]) -> str:
+    """Where the shipped weights came from, for the model file's metadata."""
+    names = " ".join(map(str, checkpoints))
+    return names if len(checkpoints) == 1 else f"mean of {names}"
+
+
+def ship_offline(checkpoints: list[Path]) -> list[Path]:
+    """The bundled offline checkpoint and its ONNX pair, from `checkpoints` (their mean)."""
+    save_model(mean_model(checkpoints), OFFLINE_MODEL, half=True, source=source(checkpoints))
     with tempfile.TemporaryDirectory() as folder:
         # exported from the float16-stored weights, exactly as shipped
         fp32, int8 = export_offline_onnx(load_model(OFFLINE_MODEL), folder)
@@ -37,9 +55,10 @@ def ship_offline(checkpoint: Path) -> list[Path]:
     return [OFFLINE_MODEL, OFFLINE_ONNX, OFFLINE_ONNX_INT8]
 
 
-def ship_streaming(checkpoint: Path) -> list[Path]:
-    """The bundled streaming checkpoint and its ONNX pair, from `checkpoint`."""
-    save_model(load_model(checkpoint), STREAMING_CHECKPOINT, half=True, source=str(checkpoint))
+def ship_streaming(checkpoints: list[Path]) -> list[Path]:
+    """The bundled streaming checkpoint and its ONNX pair, from `checkpoints` (their mean)."""
+    save_model(mean_model(checkpoints), STREAMING_CHECKPOINT, half=True,
+               source=source(checkpoints))
     return [STREAMING_CHECKPOINT, *export_onnx(load_model(STREAMING_CHECKPOINT),
                                                STREAMING_MODEL.parent)]
 
@@ -47,8 +66,11 @@ def ship_streaming(checkpoint: Path) -> list[Path]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--offline", type=Path, help="bidirectional model file (model.pt)")
-    parser.add_argument("--streaming", type=Path, help="unidirectional model file (model.pt)")
+    parser.add_argument("--offline", type=Path, nargs="+", metavar="MODEL",
+                        help="bidirectional model file(s) (model.pt); several: their mean")
+    parser.add_argument("--streaming", type=Path, nargs="+", metavar="MODEL",
+                        help="unidirectional model file(s) (model.pt); several: their mean, "
+                        "with the first one's look-ahead")
     args = parser.parse_args()
     paths = ship_offline(args.offline) if args.offline else []
     if args.streaming:

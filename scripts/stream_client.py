@@ -6,7 +6,8 @@ The contract: input `audio` float32 [1, n] (n a positive multiple of metadata `h
 samples in [-1, 1] at `sample_rate`); every other input `state_X` is fed the previous run's
 output `next_state_X` (zeros at the start of a stream); output `log_probs` [1, T, V] holds CTC
 log-probabilities of the T steps (`frame_seconds` each) completed so far. At the end of a
-stream, pad with zeros to a whole step (hop_samples * model_dims.stack). Greedy decoding:
+stream, pad with zeros to a whole step (hop_samples * model_dims.stack), then with
+`lookahead_samples` more, which the last steps read ahead. Greedy decoding:
 argmax per step, collapse repeats (across chunks too), drop `blank_id`, map with `vocabulary`.
 """
 
@@ -49,7 +50,8 @@ def main() -> int:
     except (OSError, EOFError, wave.Error) as error:
         sys.exit(f"{args.wav}: not a readable WAV file ({error})")
     audio = pcm.astype(np.float32) / 32768.0
-    audio = np.pad(audio, (0, -len(audio) % step))  # the end of the stream: whole steps
+    # the end of the stream: whole steps, and what the last ones read ahead
+    audio = np.pad(audio, (0, -len(audio) % step + int(meta.get("lookahead_samples", 0))))
 
     state = {i.name: np.zeros(i.shape, DTYPES[i.type])
              for i in session.get_inputs() if i.name != "audio"}

@@ -156,6 +156,7 @@ class StreamingModel:
         self.sample_rate = int(meta["sample_rate"])
         hop = int(meta["hop_samples"])
         self.step_samples = hop * int(json.loads(meta["model_dims"])["stack"])
+        self.lookahead_samples = int(meta.get("lookahead_samples", 0))
         self.chunk_samples = (int(meta["recommended_chunk_samples"]) if chunk_samples is None
                               else chunk_samples)
         if self.chunk_samples <= 0 or self.chunk_samples % hop:
@@ -321,10 +322,11 @@ class Stream:
 
     def _finish(self, buffered: np.ndarray) -> Result:
         """End the current utterance after `buffered` model-rate samples (decoded into it,
-        zero-padded to a whole LSTM step) and start the next; its final result."""
-        utterance, real = self._utterance, len(buffered)
-        padding = -(utterance.fed + real) % self.model.step_samples
-        if real + padding:
+        zero-padded to a whole LSTM step and the model's look-ahead) and start the next; its
+        final result."""
+        utterance, real, model = self._utterance, len(buffered), self.model
+        padding = -(utterance.fed + real) % model.step_samples + model.lookahead_samples
+        if real + padding and utterance.fed + real:
             self._decode(np.pad(buffered, (0, padding)), real)
         result = self._result(is_final=True)
         self._utterance = self._new_utterance(utterance.origin + utterance.fed)

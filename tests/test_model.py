@@ -1,11 +1,20 @@
 """The acoustic model runs a padded batch densely yet exactly: each item as if it were alone;
-widened, it computes the same function."""
+widened or reading further ahead, it computes the same function."""
+
+from dataclasses import replace
 
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from asr.model import CTCModel, ModelDims, reverse_within, widen
+from asr.model import (
+    CTCModel,
+    ModelDims,
+    average,
+    extend_lookahead,
+    reverse_within,
+    widen,
+)
 
 LENGTHS = torch.tensor([40, 7, 33, 1, 20])
 
@@ -77,3 +86,40 @@ def test_widening_keeps_the_function_and_the_rest_of_the_model(model):
 def test_widening_to_no_more_units_is_refused(model):
     with pytest.raises(ValueError, match="more than the model's 48 units"):
         widen(model, 48)
+
+
+def test_reading_ahead_starts_as_the_same_function_and_pads_like_a_stream():
+    torch.manual_seed(0)
+    causal = CTCModel(ModelDims(hidden=32, layers=2, bidirectional=False)).eval()
+    ahead = extend_lookahead(causal, 4).eval()
+    assert ahead.input.in_features == (3 + 4) * 80
+    audio, lengths = torch.randn(2, 9000) * 0.1, torch.tensor([9000, 5000])
+    audio[1, 5000:] = 0.0  # right-padded with zeros, as batches are
+    before, frames = causal.recognize_audio(audio, lengths)
+    after, same_frames = ahead.recognize_audio(audio, lengths)
+    assert torch.equal(frames, same_frames)
+    for row, length in enumerate(frames.tolist()):
+        torch.testing.assert_close(after[row, :length], before[row, :length])
+    with torch.no_grad():
+        ahead.input.weight.normal_(0, 0.1)  # now it reads ahead: still each item as if alone
+    batch, _ = ahead.recognize_audio(audio, lengths)
+    for row, (length, samples) in enumerate(zip(frames.tolist(), lengths, strict=True)):
+        alone, _ = ahead.recognize_audio(audio[row : row + 1, :samples], samples[None])
+        torch.testing.assert_close(batch[row, :length], alone[0, :length], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="already looks 4 frames ahead"):
+        extend_lookahead(ahead, 4)
+
+
+def test_average_is_the_mean_of_the_weights_and_extends_a_shorter_lookahead():
+    torch.manual_seed(0)
+    causal = CTCModel(ModelDims(hidden=16, layers=1, bidirectional=False))
+    ahead = CTCModel(replace(causal.dims, lookahead=2))
+    mean = average([ahead, causal])
+    assert mean.dims == ahead.dims
+    torch.testing.assert_close(mean.output.weight, (causal.output.weight + ahead.output.weight) / 2)
+    own = causal.input.in_features
+    torch.testing.assert_close(mean.input.weight[:, :own],
+                               (causal.input.weight + ahead.input.weight[:, :own]) / 2)
+    torch.testing.assert_close(mean.input.weight[:, own:], ahead.input.weight[:, own:] / 2)
+    with pytest.raises(ValueError, match="only models of the same dimensions"):
+        average([causal, CTCModel(replace(causal.dims, hidden=24))])

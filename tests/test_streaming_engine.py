@@ -59,9 +59,10 @@ def _arctic(count: int) -> list[Path]:
     pytest.skip("not enough cathy-arctic recordings")
 
 
-def _export(tmp: Path, blank_bias: float = 0.0) -> tuple[CTCModel, Path]:
+def _export(tmp: Path, blank_bias: float = 0.0, lookahead: int = 0) -> tuple[CTCModel, Path]:
     torch.manual_seed(0)
-    model = CTCModel(ModelDims(bidirectional=False, hidden=64, layers=2)).eval()
+    model = CTCModel(ModelDims(bidirectional=False, hidden=64, layers=2,
+                               lookahead=lookahead)).eval()
     with torch.no_grad():
         model.output.bias[model.vocab.blank_id] += blank_bias
     export_onnx(model, tmp, int8=False)
@@ -72,6 +73,12 @@ def _export(tmp: Path, blank_bias: float = 0.0) -> tuple[CTCModel, Path]:
 def small(tmp_path_factory) -> tuple[CTCModel, Path]:
     """A small random unidirectional model and its ONNX export."""
     return _export(tmp_path_factory.mktemp("small"))
+
+
+@pytest.fixture(scope="module")
+def ahead(tmp_path_factory) -> tuple[CTCModel, Path]:
+    """A small random unidirectional model reading 5 frames (50 ms) ahead, and its export."""
+    return _export(tmp_path_factory.mktemp("ahead"), lookahead=5)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +149,22 @@ def test_incremental_greedy_decoding_matches_the_whole_utterance(small, recordin
                                                           abs=2e-3)
     assert expected.text.startswith(partial.text)
     assert [r.text for r in engine.transcribe_file(_arctic(1)[0])] == [expected.text]
+
+
+@pytest.mark.parametrize("chunk_hops", [1, None])
+@pytest.mark.parametrize("sizes", [[333], [4000, 37, 1600], [10**6]])
+def test_a_model_reading_ahead_streams_the_offline_log_probs(ahead, recording, sizes,
+                                                             chunk_hops):
+    """The last frames wait for their look-ahead; finishing the utterance brings them out."""
+    model, path = ahead
+    chunk = chunk_hops and chunk_hops * HOP  # None: the metadata's 110 ms
+    engine = StreamingRecognizer(path, NEVER, chunk_samples=chunk, lm=None)
+    assert engine.model.lookahead_samples == 5 * HOP
+    assert engine.chunk_samples == (chunk or (160 - 50) * RATE // 1000)
+    streamed, final = _stream(engine, recording, RATE, sizes)
+    reference = torch_log_probs(model, pad_to_steps(recording, model))
+    assert max_abs_diff(streamed, reference) < PARITY_TOLERANCE
+    assert final.text == greedy_decode(reference, Vocabulary(), FRAME).text
 
 
 @pytest.mark.parametrize("rate", [8000, 44100, 48000])

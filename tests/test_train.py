@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -86,11 +87,21 @@ def test_init_with_more_units_widens_the_model(tmp_path, few_utterances, capsys)
     narrow = tmp_path / "narrow" / "model.pt"
     train(small_config(manifest, tmp_path / "wide", init=str(narrow), epochs=1,
                        dims=ModelDims(hidden=40, layers=2)))
-    assert "widening" in capsys.readouterr().err
+    assert "32 -> 40 units per direction" in capsys.readouterr().err
     assert load_model(tmp_path / "wide" / "model.pt").dims == ModelDims(hidden=40, layers=2)
-    with pytest.raises(ValueError, match="only --hidden may be larger"):
+    with pytest.raises(ValueError, match="only hidden and lookahead may grow"):
         train(small_config(manifest, tmp_path / "deeper", init=str(narrow),
                            dims=ModelDims(hidden=32, layers=3)))
+
+
+def test_init_with_a_longer_lookahead_reads_further_ahead(tmp_path, few_utterances, capsys):
+    manifest, _ = few_utterances
+    dims = ModelDims(hidden=32, layers=2, bidirectional=False)
+    train(small_config(manifest, tmp_path / "causal", epochs=1, dims=dims))
+    train(small_config(manifest, tmp_path / "ahead", init=str(tmp_path / "causal" / "model.pt"),
+                       epochs=1, dims=replace(dims, lookahead=4)))
+    assert "look-ahead 0 -> 4 frames" in capsys.readouterr().err
+    assert load_model(tmp_path / "ahead" / "model.pt").dims.lookahead == 4
 
 
 def test_torchrun_ddp_two_processes_on_cpu(tmp_path, few_utterances):

@@ -113,6 +113,7 @@ class StreamingRecognizer {
     this.sampleRate = Number(meta.sample_rate);
     this.chunkSamples = Number(meta.recommended_chunk_samples);
     this.stepSamples = Number(meta.hop_samples) * JSON.parse(meta.model_dims).stack;
+    this.lookaheadSamples = Number(meta.lookahead_samples ?? 0);
     this.stateInputs = session.inputMetadata.filter((input) => input.name.startsWith(STATE_PREFIX));
     this.pending = new Float32Array(0); // model-rate samples short of a chunk
     this.queue = Promise.resolve(); // runs one chunk at a time, in order
@@ -165,11 +166,13 @@ class StreamingRecognizer {
     }
   }
 
-  /** Decode what is buffered, zero-padded to a whole model step; report it; start anew. */
+  /** Decode what is buffered, zero-padded to a whole model step and the model's look-ahead;
+   * report it; start anew. */
   async finalResult() {
     const real = this.pending.length;
-    const padding = (this.stepSamples - ((this.fed + real) % this.stepSamples)) % this.stepSamples;
-    if (real + padding) {
+    const padding = ((this.stepSamples - ((this.fed + real) % this.stepSamples)) % this.stepSamples)
+      + this.lookaheadSamples;
+    if (real + padding && this.fed + real) {
       const chunk = new Float32Array(real + padding);
       chunk.set(this.pending);
       await this.decode(chunk, real);
