@@ -171,7 +171,7 @@ class CTCModel(nn.Module):
 
         Frame k is the smoothed output of the window of `stack` frames ending at frame k (and
         the `lookahead` frames after it); the frames before the first and after the last are
-        digital silence.  Beyond the valid frames come frames to drop."""
+        digital silence. Frames past each item's valid ones are to be dropped."""
         stack, lookahead = self.dims.stack, self.dims.lookahead
         frames = F.pad(frames, (0, 0, stack - 1, lookahead), value=self.silence_frame)
         windows = phase_windows(self.normalize(frames), stack, lookahead)
@@ -273,7 +273,7 @@ def extend_lookahead(model: CTCModel, lookahead: int) -> CTCModel:
     to use them."""
     old = model.dims.lookahead
     if lookahead <= old:
-        raise ValueError(f"the model already looks {old} frames ahead, not fewer than {lookahead}")
+        raise ValueError(f"the model already looks {old} frames ahead; {lookahead} is no further")
     longer = CTCModel(replace(model.dims, lookahead=lookahead), model.features, model.vocab)
     state = model.state_dict()
     weight = state["input.weight"]
