@@ -298,11 +298,11 @@ def grow(model: CTCModel, dims: ModelDims, seed: int = 0) -> CTCModel:
 
 def average(models: Sequence[CTCModel]) -> CTCModel:
     """The mean of the weights of models trained from one another (say a model and its
-    fine-tune), with the first one's dimensions: a shorter look-ahead is extended first."""
-    first = models[0]
-    grown = [extend_lookahead(m, first.dims.lookahead)
-             if replace(m.dims, lookahead=first.dims.lookahead) == first.dims
-             and m.dims.lookahead < first.dims.lookahead else m for m in models[1:]]
+    fine-tune), with the first one's dimensions: a shorter look-ahead is extended first. Of
+    one model, a copy."""
+    first, lookahead = models[0], models[0].dims.lookahead
+    grown = [extend_lookahead(m, lookahead) if m.dims.lookahead < lookahead else m
+             for m in models[1:]]
     if any(m.dims != first.dims for m in grown):
         raise ValueError("only models of the same dimensions, but for a shorter look-ahead, can "
                          "be averaged")

@@ -50,7 +50,7 @@ class StreamingStep(nn.Module):
         next_audio = signal[:, signal.shape[1] - state_audio.shape[1]:]
         floor = model.silence_frame
         frames = torch.cat([state_frames + floor, model.frontend(signal)], dim=1)
-        pending = state_count + (frames.shape[1] - state_frames.shape[1])  # pending
+        pending = state_count + (frames.shape[1] - state_frames.shape[1])
         steps = torch.div(torch.clamp(pending - lookahead, min=0), stack, rounding_mode="floor")
         # Always run at least one LSTM step (a zero-length LSTM is not valid ONNX); when no
         # step is complete its outputs are dropped below and the old state kept.

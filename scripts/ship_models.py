@@ -34,8 +34,7 @@ from export.onnx_export import export_offline_onnx, export_onnx
 
 def mean_model(checkpoints: list[Path]) -> CTCModel:
     """The model in one file, or the mean of several."""
-    models = [load_model(path) for path in checkpoints]
-    return models[0] if len(models) == 1 else average(models)
+    return average([load_model(path) for path in checkpoints])
 
 
 def source(checkpoints: list[Path]) -> str:
