@@ -298,16 +298,17 @@ def grow(model: CTCModel, dims: ModelDims, seed: int = 0) -> CTCModel:
 
 def average(models: Sequence[CTCModel]) -> CTCModel:
     """The mean of the weights of models trained from one another (say a model and its
-    fine-tune), with the first one's dimensions: a shorter look-ahead is extended first. Of
-    one model, a copy."""
-    first, lookahead = models[0], models[0].dims.lookahead
+    fine-tune), in any order: a shorter look-ahead is extended to the longest first. Of one
+    model, a copy."""
+    lookahead = max(m.dims.lookahead for m in models)
     grown = [extend_lookahead(m, lookahead) if m.dims.lookahead < lookahead else m
-             for m in models[1:]]
+             for m in models]
+    first = grown[0]
     if any(m.dims != first.dims for m in grown):
         raise ValueError("only models of the same dimensions, but for a shorter look-ahead, can "
                          "be averaged")
     mean = CTCModel(first.dims, first.features, first.vocab)
-    states = [m.state_dict() for m in (first, *grown)]
+    states = [m.state_dict() for m in grown]
     mean.load_state_dict({name: sum(s[name] for s in states) / len(states)
                           if value.is_floating_point() else value
                           for name, value in states[0].items()})

@@ -69,7 +69,7 @@ def main() -> None:
                         help="bidirectional model file(s) (model.pt); several: their mean")
     parser.add_argument("--streaming", type=Path, nargs="+", metavar="MODEL",
                         help="unidirectional model file(s) (model.pt); several: their mean, "
-                        "with the first one's look-ahead")
+                        "reading as far ahead as the furthest")
     args = parser.parse_args()
     paths = ship_offline(args.offline) if args.offline else []
     if args.streaming:

@@ -110,11 +110,11 @@ def test_reading_ahead_starts_as_the_same_function_and_pads_like_a_stream():
         extend_lookahead(ahead, 4)
 
 
-def test_average_is_the_mean_of_the_weights_and_extends_a_shorter_lookahead():
+def test_average_is_the_mean_of_the_weights_and_extends_the_shorter_lookahead():
     torch.manual_seed(0)
     causal = CTCModel(ModelDims(hidden=16, layers=1, bidirectional=False))
     ahead = CTCModel(replace(causal.dims, lookahead=2))
-    mean = average([ahead, causal])
+    mean = average([causal, ahead])
     assert mean.dims == ahead.dims
     torch.testing.assert_close(mean.output.weight, (causal.output.weight + ahead.output.weight) / 2)
     own = causal.input.in_features
