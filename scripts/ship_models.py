@@ -7,6 +7,8 @@ shipped model and a fine-tune of it, which has often beaten both):
 
     python scripts/ship_models.py --offline runs/offline14/model.pt asr/assets/offline.pt
 
+A file named twice counts twice (a weighted mean).
+
 Each checkpoint is stored with float16 weights (half the size; loaded back as float32;
 `asr train --init` starts from it) and exported from those weights to ONNX (fp32 and int8),
 which is what recognition runs: the offline model as one graph over whole recordings, the
