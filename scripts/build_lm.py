@@ -14,6 +14,7 @@ gzip-compressed.  Needs cmake, a C++ compiler and the Boost, zlib, bz2 and lzma 
 Examples:
   python scripts/build_lm.py --out models/lm.bin            # 4-gram, about 15 MB
   python scripts/build_lm.py --out small.bin --order 3 --prune 0 1 --vocab-size 20000
+  python scripts/build_lm.py --out fair.bin --exclude dev.jsonl   # not scored on seen text
 
 Then decode with it (the decoder also reads models/lm.bin.words.txt):
   asr.beam.BeamSearchDecoder(asr.text.Vocabulary(), "models/lm.bin")
@@ -32,6 +33,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from asr.corpora import CorpusError, read_corpus
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CORPUS = REPO_ROOT.parent / "shared" / "data" / "text" / "lm_corpus.txt.gz"
@@ -90,17 +93,27 @@ def build_kenlm(build_dir: Path, jobs: int = 2) -> Path:
     return bin_dir
 
 
-def read_lines(corpus: Path) -> Iterator[str]:
-    """Lines of a plain or gzip-compressed text file."""
+def read_lines(corpus: Path, exclude: frozenset[str] = frozenset()) -> Iterator[str]:
+    """Lines of a plain or gzip-compressed text file, but those that are (stripped) in
+    `exclude`."""
     opener = gzip.open if corpus.suffix == ".gz" else open
     with opener(corpus, "rt", encoding="utf-8") as f:
-        yield from f
+        for line in f:
+            if line.strip() not in exclude:
+                yield line
 
 
-def write_vocab_limit(corpus: Path, size: int, path: Path) -> int:
+def reference_sentences(test_sets: list[Path]) -> frozenset[str]:
+    """The (normalised) reference texts of test sets: anything `asr.corpora.read_corpus` reads,
+    manifest .jsonl, LibriSpeech folder or Common Voice .tsv."""
+    return frozenset(u.text for path in test_sets for u in read_corpus(path))
+
+
+def write_vocab_limit(corpus: Path, size: int, path: Path,
+                      exclude: frozenset[str] = frozenset()) -> int:
     """Write the `size` most frequent corpus words to `path`; returns the corpus word count."""
     counts: collections.Counter[str] = collections.Counter()
-    for line in read_lines(corpus):
+    for line in read_lines(corpus, exclude):
         counts.update(line.split())
     path.write_text("\n".join(w for w, _ in counts.most_common(size)) + "\n", encoding="utf-8")
     log(f"kept {min(size, len(counts))} of {len(counts)} word types")
@@ -108,8 +121,9 @@ def write_vocab_limit(corpus: Path, size: int, path: Path) -> int:
 
 
 def run_lmplz(lmplz: Path, corpus: Path, arpa: Path, order: int, prune: list[int], memory: str,
-              tmp_dir: Path, limit_vocab_file: Path | None, discount_fallback: bool) -> None:
-    """Stream the corpus into lmplz and write a pruned ARPA model."""
+              tmp_dir: Path, limit_vocab_file: Path | None, discount_fallback: bool,
+              exclude: frozenset[str] = frozenset()) -> None:
+    """Stream the corpus, less the `exclude` lines, into lmplz and write a pruned ARPA model."""
     command = [str(lmplz), "-o", str(order), "-S", memory, "-T", str(tmp_dir),
                "--prune", *map(str, prune), "--arpa", str(arpa)]
     if limit_vocab_file is not None:
@@ -120,7 +134,7 @@ def run_lmplz(lmplz: Path, corpus: Path, arpa: Path, order: int, prune: list[int
     with subprocess.Popen(command, stdin=subprocess.PIPE, text=True, encoding="utf-8") as proc:
         assert proc.stdin is not None
         try:
-            for line in read_lines(corpus):
+            for line in read_lines(corpus, exclude):
                 proc.stdin.write(line)
         except BrokenPipeError:
             pass
@@ -169,6 +183,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "fewer; the last value repeats for higher orders. Unigrams must "
                              "be 0 (default: 0 0 1 1; about 15 MB for a 6M-word corpus, "
                              "0 1 1 2 about 9 MB, 0 0 0 1 about 34 MB)")
+    parser.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="TEST_SET",
+                        help="leave out corpus lines equal to a reference of these test sets "
+                             "(manifest .jsonl, LibriSpeech folder or Common Voice .tsv), so "
+                             "that the LM is not scored on sentences it was built from")
     parser.add_argument("--vocab-size", type=int, default=None, metavar="N",
                         help="keep only the N most frequent words; n-grams with other words "
                              "are dropped (lmplz --limit_vocab_file)")
@@ -194,6 +212,13 @@ def main(argv: list[str] | None = None) -> None:
     if not args.corpus.is_file():
         sys.exit(f"[build_lm] corpus not found: {args.corpus}")
     start = time.monotonic()
+    try:
+        exclude = reference_sentences(args.exclude)
+    except CorpusError as error:
+        sys.exit(f"[build_lm] --exclude: {error}")
+    if exclude:
+        dropped = sum(1 for line in read_lines(args.corpus) if line.strip() in exclude)
+        log(f"leaving out {dropped} corpus lines equal to one of {len(exclude)} test sentences")
     bin_dir = build_kenlm(args.build_dir.expanduser(), args.jobs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="build-lm-") as tmp:
@@ -201,12 +226,12 @@ def main(argv: list[str] | None = None) -> None:
         limit_file = None
         if args.vocab_size:
             limit_file = tmp_dir / "vocab.txt"
-            words = write_vocab_limit(args.corpus, args.vocab_size, limit_file)
+            words = write_vocab_limit(args.corpus, args.vocab_size, limit_file, exclude)
             log(f"corpus has {words} words")
         arpa = tmp_dir / "lm.arpa"
         log(f"counting a {args.order}-gram model, prune thresholds {args.prune}")
         run_lmplz(bin_dir / "lmplz", args.corpus, arpa, args.order, args.prune, args.memory,
-                  tmp_dir, limit_file, args.discount_fallback)
+                  tmp_dir, limit_file, args.discount_fallback, exclude)
         log(f"ARPA model: {megabytes(arpa)}")
         words_path = Path(f"{args.out}.words.txt")
         words = arpa_unigrams(arpa)
