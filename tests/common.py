@@ -1,9 +1,12 @@
-"""Shared test helpers: the README's example recording, and real utterances of the shared
-speech data."""
+"""Shared test helpers: the README's example recording, real utterances of the shared
+speech data, and the scripts of `scripts/` as modules."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -12,6 +15,16 @@ from asr.defaults import SHARED_SPEECH
 
 # "he could not see himself": a held-out speaker the bundled models recognise exactly
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "example.wav"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """`scripts/<name>.py` imported as the module `name`."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared_utterances(folder: str, count: int, max_duration: float = 6.0) -> list[Utterance]:

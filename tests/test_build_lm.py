@@ -5,24 +5,13 @@ out, nothing else is, and a test set that can't be read is a clear error before 
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from common import EXAMPLE, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "example.wav"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("build_lm", ROOT / "scripts" / "build_lm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-build_lm = _load_script()
+build_lm = load_script("build_lm")
 
 
 def _manifest(path: Path, texts: list[str]) -> Path:

@@ -4,31 +4,19 @@ augmentation function."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from common import load_script
 
 from asr.audio import SAMPLE_RATE, load_audio
 from asr.corpora import read_manifest, split_by_speaker
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_corpus.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("make_corpus", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_corpus"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-mc = _load_script()
+mc = load_script("make_corpus")
 aug, cv = mc.aug, mc.cv  # scripts/corpus_augment.py, scripts/corpus_voices.py
 PROMPTS = ["The cat sat on the mat.", "Hello world, this is test number 42.",
            "\u201cQuoted\u201d text -- with punctuation!", "A small sentence here.",
