@@ -223,6 +223,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-sortagrad", action="store_true",
                    help="shuffle the first epoch too (default: it runs short to long)")
+    g.add_argument("--intermediate-ctc", type=float, default=0.0, metavar="WEIGHT",
+                   help="also a CTC loss on the middle LSTM layer's outputs, with this weight "
+                        "(e.g. 0.3): a shorter path for the gradient, so that deep models "
+                        "leave the all-blank plateau sooner when trained from scratch "
+                        "(RESULTS.md); training only, the model is unchanged")
     g = p.add_argument_group("augmentation")
     g.add_argument("--speed-perturb", action="store_true", help="speeds 0.9, 1.0 and 1.1")
     g.add_argument("--noise-prob", type=float, default=0.0, help="share of utterances with noise")
@@ -277,7 +282,7 @@ def train_config(args: argparse.Namespace):  # -> asr.train.TrainConfig (imports
                               floor_noise_prob=args.floor_noise_prob),
         epochs=args.epochs, batch_seconds=args.batch_seconds, max_duration=args.max_duration,
         lr=args.lr, warmup_steps=args.warmup_steps, clip=args.clip, seed=args.seed,
-        sortagrad=not args.no_sortagrad,
+        sortagrad=not args.no_sortagrad, intermediate_ctc=args.intermediate_ctc,
         workers=args.workers, preload=args.preload, threads=args.threads,
         precision=args.precision,
         max_minutes=args.max_minutes,

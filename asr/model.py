@@ -145,14 +145,26 @@ class CTCModel(nn.Module):
     def classify(self, hidden: Tensor) -> Tensor:
         return torch.log_softmax(self.output(self.dropout(hidden)), dim=-1)
 
-    def forward(self, frames: Tensor, frame_lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, frames: Tensor, frame_lengths: Tensor,
+                intermediate: int = 0) -> tuple[Tensor, Tensor]:
         """CTC log-probabilities `[B, T', V]` of log-mel frames `[B, T, n_mels]`, and T' lengths.
-        Steps that look ahead past the last frame see digital silence there."""
+        Steps that look ahead past the last frame see digital silence there.
+
+        With `intermediate` k (1 <= k < layers), the output layer also reads LSTM layer k, and
+        the log-probabilities are `[2, B, T', V]`: the last layer's, then layer k's (for an
+        intermediate CTC loss in training)."""
         lookahead = self.dims.lookahead
         frames = F.pad(frames, (0, 0, 0, lookahead), value=self.silence_frame)
         x = self.project(stack_frames(self.normalize(frames), self.dims.stack, lookahead))
         lengths = (frame_lengths // self.dims.stack).clamp(min=1, max=x.shape[1])
-        return self.classify(self.encode(x, lengths)), lengths
+        if not intermediate:
+            return self.classify(self.encode(x, lengths)), lengths
+        if not 1 <= intermediate < self.dims.layers:
+            raise ValueError(f"intermediate layer {intermediate} is not one of 1 to "
+                             f"{self.dims.layers - 1}")
+        layers = self.layer_outputs(x, lengths)
+        return torch.stack([self.classify(layers[-1]), self.classify(layers[intermediate - 1])]), \
+            lengths
 
     @property
     def silence_frame(self) -> float:
@@ -182,28 +194,36 @@ class CTCModel(nn.Module):
         return smooth_phases(merged, previous)[0], steps * stack
 
     def encode(self, x: Tensor, lengths: Tensor) -> Tensor:
-        """LSTM outputs of a right-padded batch; exact at each item's valid steps.
+        """The last LSTM layer's outputs of a right-padded batch (`layer_outputs`)."""
+        if not self.dims.bidirectional:
+            return self.lstm(x)[0]
+        return self.layer_outputs(x, lengths)[-1]
 
-        The padded batch runs as one dense LSTM call (the fast oneDNN/cuDNN path; packed
+    def layer_outputs(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
+        """Each LSTM layer's outputs of a right-padded batch; exact at each item's valid steps.
+
+        The padded batch runs as dense LSTM calls (the fast oneDNN/cuDNN path; packed
         sequences are several times slower on CPU). Padding at the end never reaches a valid
         step of a forward direction; a backward direction reads each sequence reversed within
         its own length, so it too starts at the item's true end.
         """
-        if not self.dims.bidirectional:
-            return self.lstm(x)[0]
+        directions = 2 if self.dims.bidirectional else 1
         zeros = x.new_zeros(1, x.shape[0], self.dims.hidden)
+        layers = []
         for layer in range(self.dims.layers):
             if layer:
                 x = nn.functional.dropout(x, self.lstm.dropout, self.training)
             outputs = []
-            for direction in range(2):
-                weights = self.lstm.all_weights[2 * layer + direction]  # w_ih, w_hh, b_ih, b_hh
+            for direction in range(directions):
+                # w_ih, w_hh, b_ih, b_hh
+                weights = self.lstm.all_weights[directions * layer + direction]
                 inputs = reverse_within(x, lengths) if direction else x
                 out = torch.lstm(inputs, (zeros, zeros), weights, self.lstm.bias, 1, 0.0,
                                  self.training, False, True)[0]
                 outputs.append(reverse_within(out, lengths) if direction else out)
             x = torch.cat(outputs, dim=-1)
-        return x
+            layers.append(x)
+        return layers
 
     def transcribe_audio(self, audio: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """CTC log-probabilities of a right-padded audio batch `[B, N]` (16 kHz, mono), as

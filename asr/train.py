@@ -84,6 +84,7 @@ class TrainConfig:
     clip: float = 5.0
     seed: int = 0
     sortagrad: bool = True  # first epoch from short to long utterances
+    intermediate_ctc: float = 0.0  # weight of a CTC loss on the middle LSTM layer's outputs
     workers: int = 2
     preload: str | None = None  # folder of an AudioStore of the training audio
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -303,6 +304,11 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
                          max_steps=config.max_steps, workers=config.workers,
                          preload=config.preload, threads=config.threads,
                          precision=config.precision)
+    if config.intermediate_ctc:
+        if not 0 < config.intermediate_ctc < 1:
+            raise ValueError(f"the intermediate CTC weight must be between 0 and 1, not "
+                             f"{config.intermediate_ctc}")
+        intermediate_layer(config.dims)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -478,18 +484,33 @@ def training_features(config: TrainConfig, run: Run, model: CTCModel, batch: Bat
 
 def _step(config: TrainConfig, run: Run, model: CTCModel, net: nn.Module, batch: Batch,
           optimizer: torch.optim.Optimizer, use_amp: bool, step: int) -> tuple[float, float]:
-    """One optimiser step on `batch`; returns its CTC loss and gradient norm."""
+    """One optimiser step on `batch`; returns the last layer's CTC loss and the gradient norm."""
     frames, frame_lengths = training_features(config, run, model, batch, step)
+    weight = config.intermediate_ctc
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_amp):
-        log_probs, lengths = net(frames, frame_lengths.to(run.device))
-    loss = nn.functional.ctc_loss(
-        log_probs.float().transpose(0, 1), batch.targets.to(run.device), lengths,
-        batch.target_lengths.to(run.device), blank=model.vocab.blank_id, zero_infinity=True)
+        log_probs, lengths = net(frames, frame_lengths.to(run.device),
+                                 intermediate_layer(model.dims) if weight else 0)
+    targets, target_lengths = batch.targets.to(run.device), batch.target_lengths.to(run.device)
+
+    def ctc(layer_log_probs: Tensor) -> Tensor:
+        return nn.functional.ctc_loss(layer_log_probs.float().transpose(0, 1), targets, lengths,
+                                      target_lengths, blank=model.vocab.blank_id,
+                                      zero_infinity=True)
+
+    loss = ctc(log_probs[0]) if weight else ctc(log_probs)
+    total = (1 - weight) * loss + weight * ctc(log_probs[1]) if weight else loss
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
     optimizer.step()
     return loss.item(), grad_norm
+
+
+def intermediate_layer(dims: ModelDims) -> int:
+    """The LSTM layer an intermediate CTC loss reads: the middle one (1-based)."""
+    if dims.layers < 2:
+        raise ValueError("an intermediate CTC loss needs at least 2 LSTM layers")
+    return dims.layers // 2
 
 
 def _end_epoch(config: TrainConfig, run: Run, model: CTCModel, dev_set: list[Utterance],

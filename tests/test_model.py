@@ -50,6 +50,24 @@ def test_padded_batch_equals_packed_sequences(model):
                                atol=1e-5)
 
 
+def test_layer_outputs_end_with_the_model_outputs_and_intermediate_reads_one(model):
+    """Each layer's outputs (for an intermediate CTC loss) are those of the one LSTM call."""
+    x = torch.randn(len(LENGTHS), int(LENGTHS.max()), 48)
+    valid = torch.arange(x.shape[1])[None, :] < LENGTHS[:, None]
+    layers = model.layer_outputs(x, LENGTHS)
+    assert len(layers) == 3
+    torch.testing.assert_close(layers[-1][valid], model.encode(x, LENGTHS)[valid], rtol=0,
+                               atol=1e-5)
+    frames, frame_lengths = torch.randn(2, 60, 80), torch.tensor([60, 45])
+    plain, lengths = model(frames, frame_lengths)
+    both, same_lengths = model(frames, frame_lengths, intermediate=1)
+    assert both.shape == (2, *plain.shape) and torch.equal(lengths, same_lengths)
+    torch.testing.assert_close(both[0], plain, rtol=0, atol=1e-5)
+    assert not torch.allclose(both[1], plain)
+    with pytest.raises(ValueError, match="intermediate layer 3 is not one of 1 to 2"):
+        model(frames, frame_lengths, intermediate=3)
+
+
 def test_padding_does_not_reach_the_gradient_of_valid_steps(model):
     """In training mode too, loss on valid steps does not depend on what the padding holds."""
     model.train()

@@ -81,6 +81,17 @@ def test_checkpoint_is_a_complete_model(tmp_path, few_utterances):
     assert model.vocab.tokens[0] == "<blank>"
 
 
+def test_intermediate_ctc_trains_the_same_model_and_checks_its_weight(tmp_path, few_utterances):
+    manifest, _ = few_utterances
+    train(small_config(manifest, tmp_path / "run", epochs=1, intermediate_ctc=0.3))
+    assert load_model(tmp_path / "run" / "model.pt").dims == ModelDims(hidden=32, layers=2)
+    with pytest.raises(ValueError, match="between 0 and 1, not 1.5"):
+        train(small_config(manifest, tmp_path / "bad", intermediate_ctc=1.5))
+    with pytest.raises(ValueError, match="needs at least 2 LSTM layers"):
+        train(small_config(manifest, tmp_path / "bad", intermediate_ctc=0.3,
+                           dims=ModelDims(hidden=32, layers=1)))
+
+
 def test_init_with_more_units_widens_the_model(tmp_path, few_utterances, capsys):
     manifest, _ = few_utterances
     train(small_config(manifest, tmp_path / "narrow", epochs=1))
