@@ -7,6 +7,11 @@ average); bottom: dev WER and CER (greedy) after each epoch. Stage boundaries ar
     pip install -e ".[results]"
     python scripts/plot_training.py runs/bilstm runs/offline --title "offline BiLSTM" \\
         --out results/offline.png
+
+With `--compare`, each run folder is its own curve (named by `--labels`) against steps, with
+its dev CER below:
+    python scripts/plot_training.py runs/a runs/b --compare --labels "lr 1e-3" "lr 2e-3" \\
+        --title "learning rates" --out results/lr.png
 """
 
 from __future__ import annotations
@@ -82,14 +87,51 @@ def plot(runs: list[Path], title: str, out: Path) -> None:
           f"CER {data['cer'][-1]:.2f}%")
 
 
+def compare(runs: list[Path], labels: list[str], title: str, out: Path) -> None:
+    """Each run's smoothed training loss and dev CER against its steps, on shared axes (CER
+    moves long before WER does in a run from scratch)."""
+    kernel = np.ones(SMOOTHING) / SMOOTHING
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for colour, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        steps, epochs = read_stage(run)
+        x = np.array([r["step"] for r in steps])
+        smooth = np.convolve([r["loss"] for r in steps], kernel, mode="valid")
+        top.plot(x[SMOOTHING - 1:], smooth, color=f"C{colour}", label=label)
+        bottom.plot([r["step"] for r in epochs], [100 * r["dev_cer"] for r in epochs], "o-",
+                    color=f"C{colour}", markersize=3, label=label)
+        print(f"{label}: {x[-1]} steps, last dev WER {100 * epochs[-1]['dev_wer']:.2f}% "
+              f"CER {100 * epochs[-1]['dev_cer']:.2f}%")
+    top.set_ylabel("training CTC loss / character\n(moving average)")
+    bottom.set_ylabel("greedy dev CER (%)")
+    bottom.set_xlabel("optimiser step")
+    for axis in (top, bottom):
+        axis.grid(alpha=0.3)
+        axis.legend(loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders, in training order")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="run folders, in training order (with --compare: one per curve)")
     parser.add_argument("--title", default="training curve")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    parser.add_argument("--compare", action="store_true",
+                        help="plot each run as its own curve against steps, not as stages")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL",
+                        help="curve names for --compare (default: the folder names)")
     args = parser.parse_args()
-    plot(args.runs, args.title, args.out)
+    if args.labels and (not args.compare or len(args.labels) != len(args.runs)):
+        parser.error("--labels needs --compare and one label per run folder")
+    if args.compare:
+        compare(args.runs, args.labels or [run.name for run in args.runs], args.title, args.out)
+    else:
+        plot(args.runs, args.title, args.out)
 
 
 if __name__ == "__main__":
