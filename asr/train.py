@@ -497,8 +497,11 @@ def _step(config: TrainConfig, run: Run, model: CTCModel, net: nn.Module, batch:
                                       target_lengths, blank=model.vocab.blank_id,
                                       zero_infinity=True)
 
-    loss = ctc(log_probs[0]) if weight else ctc(log_probs)
-    total = (1 - weight) * loss + weight * ctc(log_probs[1]) if weight else loss
+    if weight:
+        loss = ctc(log_probs[0])
+        total = (1 - weight) * loss + weight * ctc(log_probs[1])
+    else:
+        loss = total = ctc(log_probs)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))

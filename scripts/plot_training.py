@@ -79,10 +79,7 @@ def plot(runs: list[Path], title: str, out: Path) -> None:
         axis.grid(alpha=0.3)
         for x in boundaries:
             axis.axvline(x, color="0.4", linestyle=":", linewidth=1)
-    fig.suptitle(title)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    save(fig, title, out)
     print(f"wrote {out}: {len(data['dev_x'])} epochs, last dev WER {data['wer'][-1]:.2f}% "
           f"CER {data['cer'][-1]:.2f}%")
 
@@ -107,11 +104,16 @@ def compare(runs: list[Path], labels: list[str], title: str, out: Path) -> None:
     for axis in (top, bottom):
         axis.grid(alpha=0.3)
         axis.legend(loc="upper right")
+    save(fig, title, out)
+    print(f"wrote {out}")
+
+
+def save(fig: plt.Figure, title: str, out: Path) -> None:
+    """Title `fig` and write it to the PNG file `out`, making its folder."""
     fig.suptitle(title)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
-    print(f"wrote {out}")
 
 
 def main() -> None:
