@@ -142,7 +142,9 @@ def _write_segment(folder: Path, todo: dict[str, Utterance], threads: int,
     returns its index file and index, as `_segment_indexes` gives them."""
     name = hashlib.sha256("\n".join(todo).encode()).hexdigest()[:24]
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"{name}{STORE_SUFFIX}.partial"
+    # partial files of this process's own: two runs may build the same segment at once, and the
+    # second rename then puts the same bytes in place
+    partial = folder / f"{name}{STORE_SUFFIX}.{os.getpid()}.partial"
     index: dict[str, list[int] | str] = {}
     offset = 0
     items = list(todo.items())
@@ -162,7 +164,7 @@ def _write_segment(folder: Path, todo: dict[str, Utterance], threads: int,
             bar.update(round(sum(u.duration for _, u in chunk)))
     bar.close()
     partial.replace(folder / f"{name}{STORE_SUFFIX}")
-    partial_index = folder / f"{name}.json.partial"
+    partial_index = folder / f"{name}.json.{os.getpid()}.partial"
     partial_index.write_text(json.dumps({"format": STORE_FORMAT, "recordings": index}))
     partial_index.replace(folder / f"{name}.json")  # last: a segment is whole with it
     return folder / f"{name}.json", index

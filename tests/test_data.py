@@ -1,7 +1,8 @@
 """The audio store (`asr train --preload`) on real recordings: what it reads back, what it
-keeps of a recording it could not decode, when it is reused and rebuilt, and DataLoader
-workers reading it; and `scripts/benchmark_input.py` on it."""
+keeps of a recording it could not decode, when it is reused and rebuilt, two runs building it
+at once, and DataLoader workers reading it; and `scripts/benchmark_input.py` on it."""
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -75,6 +76,27 @@ def test_the_store_decodes_only_what_it_lacks(tmp_path, recordings):
     assert len(changed.segments) == 3
     assert len(changed.read(len(recordings) - 1)) == 8000
     np.testing.assert_array_equal(changed.read(2), load_audio(EXAMPLE))
+
+
+def _build_after(barrier, folder: Path, utterances: list[Utterance]) -> None:
+    barrier.wait()
+    AudioStore.build(folder, utterances, progress=False)
+
+
+def test_two_runs_may_build_the_same_store_at_once(tmp_path, recordings):
+    folder = tmp_path / "store"
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    runs = [context.Process(target=_build_after, args=(barrier, folder, recordings))
+            for _ in range(2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(60)
+    assert [run.exitcode for run in runs] == [0, 0]
+    store = AudioStore(folder, recordings)
+    assert len(store.segments) == 1 and not list(folder.glob("*partial"))
+    np.testing.assert_array_equal(store.read(2), load_audio(EXAMPLE))
 
 
 def test_workers_read_the_store_as_the_files(tmp_path, recordings):
