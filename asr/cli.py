@@ -210,7 +210,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--unidirectional", action="store_true", help="streaming (causal) model")
     g.add_argument("--lookahead", type=int, default=0,
                    help="10 ms frames each step reads past its own: a streaming model's delay")
-    g.add_argument("--dropout", type=float, default=0.1)
+    g.add_argument("--dropout", type=float, default=0.1,
+                   help="dropout probability (with --init too: the weights are kept)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=30)
     g.add_argument("--batch-seconds", type=float, default=300.0,

@@ -305,14 +305,19 @@ def extend_lookahead(model: CTCModel, lookahead: int) -> CTCModel:
 
 def grow(model: CTCModel, dims: ModelDims, seed: int = 0) -> CTCModel:
     """`model` with `dims`: widened (`widen`) and reading further ahead (`extend_lookahead`) as
-    far as they ask, at first the same function. Any other difference is a `ValueError`."""
+    far as they ask, with `dims.dropout`, at first the same function in evaluation. Any other
+    difference is a `ValueError`."""
     if model.dims.hidden < dims.hidden:
         model = widen(model, dims.hidden, seed)
     if model.dims.lookahead < dims.lookahead:
         model = extend_lookahead(model, dims.lookahead)
-    if model.dims != dims:
+    if model.dims != replace(dims, dropout=model.dims.dropout):
         raise ValueError(f"a model with dimensions {model.dims} cannot grow into {dims}: only "
-                         "hidden and lookahead may grow")
+                         "hidden and lookahead may grow (and dropout change)")
+    if model.dims.dropout != dims.dropout:
+        regularised = CTCModel(dims, model.features, model.vocab)
+        regularised.load_state_dict(model.state_dict())
+        model = regularised
     return model
 
 

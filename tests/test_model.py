@@ -12,6 +12,7 @@ from asr.model import (
     ModelDims,
     average,
     extend_lookahead,
+    grow,
     reverse_within,
     widen,
 )
@@ -99,6 +100,17 @@ def test_widening_keeps_the_function_and_the_rest_of_the_model(model):
         wide_out, wide_lengths = wide.recognize_audio(audio, lengths)
     assert torch.equal(narrow_lengths, wide_lengths)
     torch.testing.assert_close(wide_out, narrow_out, rtol=0, atol=1e-4)
+
+
+def test_growing_into_another_dropout_keeps_the_weights_and_the_function(model):
+    grown = grow(model, replace(model.dims, dropout=0.3)).eval()
+    assert grown.dims.dropout == 0.3 and grown.dropout.p == 0.3
+    assert all(torch.equal(grown.state_dict()[k], v) for k, v in model.state_dict().items())
+    audio = torch.randn(1, 8000) * 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(grown.recognize_audio(audio, torch.tensor([8000]))[0],
+                                   model.recognize_audio(audio, torch.tensor([8000]))[0],
+                                   rtol=0, atol=0)
 
 
 def test_widening_to_no_more_units_is_refused(model):

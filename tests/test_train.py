@@ -103,6 +103,9 @@ def test_init_with_more_units_widens_the_model(tmp_path, few_utterances, capsys)
     with pytest.raises(ValueError, match="only hidden and lookahead may grow"):
         train(small_config(manifest, tmp_path / "deeper", init=str(narrow),
                            dims=ModelDims(hidden=32, layers=3)))
+    train(small_config(manifest, tmp_path / "dropout", init=str(narrow), epochs=1,
+                       dims=ModelDims(hidden=40, layers=2, dropout=0.3)))
+    assert load_model(tmp_path / "dropout" / "model.pt").dims.dropout == 0.3
 
 
 def test_init_with_a_longer_lookahead_reads_further_ahead(tmp_path, few_utterances, capsys):
