@@ -328,8 +328,9 @@ def train(config: TrainConfig, resume: bool = False) -> Progress:
         before, model = model.dims, grow(model, config.dims, config.seed)
         if model.dims != before and run.main:
             print(f"{config.init}: {before.hidden} -> {model.dims.hidden} units per direction, "
-                  f"look-ahead {before.lookahead} -> {model.dims.lookahead} frames (at first the "
-                  "same function)", file=sys.stderr)
+                  f"look-ahead {before.lookahead} -> {model.dims.lookahead} frames, dropout "
+                  f"{before.dropout} -> {model.dims.dropout} (at first the same function)",
+                  file=sys.stderr)
     else:
         model = CTCModel(config.dims)
         model.feature_mean, model.feature_std = feature_stats(

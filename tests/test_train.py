@@ -105,6 +105,7 @@ def test_init_with_more_units_widens_the_model(tmp_path, few_utterances, capsys)
                            dims=ModelDims(hidden=32, layers=3)))
     train(small_config(manifest, tmp_path / "dropout", init=str(narrow), epochs=1,
                        dims=ModelDims(hidden=40, layers=2, dropout=0.3)))
+    assert "dropout 0.1 -> 0.3" in capsys.readouterr().err
     assert load_model(tmp_path / "dropout" / "model.pt").dims.dropout == 0.3
 
 
