@@ -9,6 +9,11 @@ The lexicon's pieces (the spellable words, their token ids and unigram scores) a
 once per LM and word list and cached in `asr.defaults.cache_dir()` (keyed by both files' path,
 size and modification time, and the vocabulary), so later starts only insert them into the
 trie.
+
+An LM file `<lm>.rnn.npz` beside the n-gram (a word LSTM, `asr.rnnlm`, trained with
+`scripts/train_rnnlm.py`) rescores the search's best `RESCORE_NBEST` word sequences: each
+gets `rescore_weight` times its LSTM log-probability (log10) and `RESCORE_WORD_SCORE` per word
+added to its score.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from flashlight.lib.text.decoder import (
     CriterionType,
+    DecodeResult,
     LexiconDecoder,
     LexiconDecoderOptions,
     LexiconFreeDecoder,
@@ -36,7 +42,17 @@ from flashlight.lib.text.decoder import (
 from flashlight.lib.text.dictionary import Dictionary
 
 from asr.decode import Transcript, words_from_tokens
-from asr.defaults import BEAM_SIZE, BEAM_THRESHOLD, LM_WEIGHT, WORD_SCORE, cache_dir
+from asr.defaults import (
+    BEAM_SIZE,
+    BEAM_THRESHOLD,
+    LM_WEIGHT,
+    RESCORE_NBEST,
+    RESCORE_WEIGHT,
+    RESCORE_WORD_SCORE,
+    WORD_SCORE,
+    cache_dir,
+)
+from asr.rnnlm import RNNLM
 from asr.text import Vocabulary
 
 if TYPE_CHECKING:
@@ -67,9 +83,11 @@ class BeamSearchDecoder:
                  beam_threshold: float = BEAM_THRESHOLD, lm_weight: float = LM_WEIGHT,
                  word_score: float = WORD_SCORE,
                  unk_score: float = -math.inf, sil_score: float = 0.0,
-                 beam_size_token: int | None = None) -> None:
+                 beam_size_token: int | None = None, rescore_path: str | Path | None = None,
+                 rescore_weight: float = RESCORE_WEIGHT) -> None:
         self.vocab = vocab
         self.lm_path = None if lm_path is None else Path(lm_path)
+        self.rescorer: RNNLM | None = None
         beam_size_token = beam_size_token or len(vocab)
         if self.lm_path is None:
             options = LexiconFreeDecoderOptions(
@@ -108,6 +126,11 @@ class BeamSearchDecoder:
             log_add=False, criterion_type=CriterionType.CTC)
         self._decoder = LexiconDecoder(options, self._trie, self._lm, vocab.space_id,
                                        vocab.blank_id, unk_id, [], False)
+        if rescore_path is None and Path(f"{lm_path}.rnn.npz").is_file():
+            rescore_path = Path(f"{lm_path}.rnn.npz")
+        if rescore_path is not None and rescore_weight:
+            self.rescorer = RNNLM(rescore_path)
+            self.rescore_weight = rescore_weight / math.log(10)  # KenLM scores are log10
 
     def decode(self, log_probs: np.ndarray, frame_seconds: float,
                offset: float = 0.0) -> Transcript:
@@ -130,10 +153,26 @@ class BeamSearchDecoder:
                                        emissions.shape[1])
         if not results:
             return Transcript("")
+        best = results[0] if self.rescorer is None else self._rescored(results)
         # `tokens` holds one token per frame, framed by a start and an end space token.
-        path = list(results[0].tokens)[1:1 + frames]
+        path = list(best.tokens)[1:1 + frames]
         return words_from_tokens(ctc_collapse(path, self.vocab.blank_id), self.vocab,
                                  frame_seconds, offset, log_probs=emissions)
+
+    def _rescored(self, results: list[DecodeResult]) -> DecodeResult:
+        """The best of the first `RESCORE_NBEST` distinct word sequences of the search's
+        results (best first), with the word LSTM's score added."""
+        candidates: dict[tuple[int, ...], DecodeResult] = {}
+        for result in results:
+            candidates.setdefault(tuple(w for w in result.words if w >= 0), result)
+            if len(candidates) == RESCORE_NBEST:
+                break
+        texts = [" ".join(self.words[w - 1] for w in words) for words in candidates]
+        lengths = np.array([len(words) for words in candidates])
+        bonus = (self.rescorer.score(texts) * self.rescore_weight
+                 + RESCORE_WORD_SCORE * lengths).tolist()
+        return max(zip(candidates.values(), bonus, strict=True),
+                   key=lambda candidate: candidate[0].score + candidate[1])[0]
 
 
 def ctc_collapse(path: list[int], blank_id: int) -> list[tuple[int, int]]:

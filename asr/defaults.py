@@ -26,6 +26,12 @@ BEAM_SIZE = 1024
 BEAM_THRESHOLD = 10.0  # hypotheses scoring this far below the best are dropped
 LM_WEIGHT = 1.75
 WORD_SCORE = -1.0
+# the word LSTM beside the n-gram (lm.bin.rnn.npz) rescores this many best word sequences,
+# adding RESCORE_WEIGHT times its log10 probability (as LM_WEIGHT scales the n-gram's) and
+# RESCORE_WORD_SCORE per word (tuned on native dev speech: RESULTS.md)
+RESCORE_NBEST = 50
+RESCORE_WEIGHT = 0.75
+RESCORE_WORD_SCORE = 0.5
 
 
 def cache_dir() -> Path:
@@ -44,9 +50,11 @@ def language_model(option: str | None) -> str | None:
 
 def lm_help() -> str:
     """`--lm` help text, naming the default actually in effect."""
-    return ("KenLM word n-gram (binary or ARPA, with LM.words.txt beside it) for beam search; "
-            "'none' for greedy decoding" + (f" (default: the bundled {LANGUAGE_MODEL.name})"
-                                             if LANGUAGE_MODEL.is_file() else " (default: greedy)"))
+    return ("KenLM word n-gram (binary or ARPA, with LM.words.txt beside it) for beam search, "
+            "its best word sequences rescored by the word LSTM LM.rnn.npz if that is beside it "
+            "too; 'none' for greedy decoding"
+            + (f" (default: the bundled {LANGUAGE_MODEL.name} and {LANGUAGE_MODEL.name}.rnn.npz)"
+               if LANGUAGE_MODEL.is_file() else " (default: greedy)"))
 
 
 def add_lm_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
