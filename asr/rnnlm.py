@@ -4,7 +4,8 @@ Words are split by frequency into a few clusters (`LMDims.cutoffs`); rarer clust
 smaller vectors, which the input embedding and the output softmax share (an adaptive input
 and an adaptive softmax with tied tables). `WordLSTM` is the torch model for training;
 `RNNLM` scores sentences with numpy alone from the `.npz` file `save_npz` writes, so
-inference needs no torch.
+inference needs no torch. It scores on one BLAS thread: numpy's default of one per core made
+recognition up to 1.9 times slower whenever anything else ran (RESULTS.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 END = "</s>"  # ends each sentence and is the context of its first word
 UNKNOWN = "<unk>"
@@ -73,6 +75,7 @@ class RNNLM:
         cutoffs = tuple(int(c) for c in arrays.pop("cutoffs"))
         self.bounds = list(zip([0, *cutoffs], [*cutoffs, len(words)], strict=True))
         self.w = {name: a.astype(np.float32) for name, a in arrays.items()}
+        self._threads = ThreadpoolController()
 
     def ids(self, sentence: str) -> list[int]:
         return [self.index.get(w, self.unknown) for w in sentence.split()] + [self.end]
@@ -89,6 +92,10 @@ class RNNLM:
         """Each sentence's log-probability, its end included."""
         if not sentences:
             return np.zeros(0, dtype=np.float64)
+        with self._threads.limit(limits=1, user_api="blas"):
+            return self._score(sentences)
+
+    def _score(self, sentences: Sequence[str]) -> np.ndarray:
         seqs = [self.ids(s) for s in sentences]
         steps = max(map(len, seqs))
         targets = np.full((len(seqs), steps), -1, dtype=np.int64)
