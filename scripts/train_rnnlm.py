@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # build_lm
 from build_lm import DEFAULT_CORPUS, read_lines, reference_sentences  # noqa: E402
 
 from asr.corpora import CorpusError  # noqa: E402
-from asr.rnnlm import END, UNKNOWN, LMDims, save_npz, word_lstm  # noqa: E402
+from asr.rnnlm import END, UNKNOWN, LMDims  # noqa: E402
+from asr.rnnlm_torch import WordLSTM, save_npz  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORDS = REPO_ROOT / "asr" / "assets" / "lm.bin.words.txt"
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     data = stream_ids(lines, words, args.seed)
     cutoffs = tuple(c for c in (2000, 10000) if c < len(words) - 1)
     dims = LMDims(len(words), cutoffs, args.embed, args.hidden)
-    model = word_lstm(dims)
+    model = WordLSTM(dims)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     columns = (len(data) - 1) // args.batch
     inputs = data[:columns * args.batch].view(args.batch, columns)

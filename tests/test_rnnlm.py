@@ -16,7 +16,8 @@ from common import EXAMPLE, load_script
 from asr.audio import load_audio
 from asr.beam import BeamSearchDecoder
 from asr.defaults import LANGUAGE_MODEL, RESCORE_NBEST
-from asr.rnnlm import RNNLM, LMDims, save_npz, word_lstm
+from asr.rnnlm import RNNLM, LMDims
+from asr.rnnlm_torch import WordLSTM, save_npz
 from asr.text import Vocabulary
 
 train_rnnlm = load_script("train_rnnlm")
@@ -24,7 +25,7 @@ train_rnnlm = load_script("train_rnnlm")
 SENTENCES = ["the cat sat on the mat", "a dog ran in the park", "the cat ran to the dog"]
 
 
-def _torch_log_prob(model, lm: RNNLM, sentence: str) -> float:
+def _torch_log_prob(model: WordLSTM, lm: RNNLM, sentence: str) -> float:
     ids = lm.ids(sentence)
     inputs = torch.tensor([[lm.end, *ids[:-1]]])
     with torch.no_grad():
@@ -35,7 +36,7 @@ def _torch_log_prob(model, lm: RNNLM, sentence: str) -> float:
 def test_numpy_scores_equal_the_torch_model(tmp_path: Path) -> None:
     words = ["</s>", "<unk>", *sorted({w for s in SENTENCES for w in s.split()})]
     torch.manual_seed(0)
-    model = word_lstm(LMDims(len(words), cutoffs=(4, 8), embed=16, hidden=24, div=2)).eval()
+    model = WordLSTM(LMDims(len(words), cutoffs=(4, 8), embed=16, hidden=24, div=2)).eval()
     save_npz(model, words, tmp_path / "lm.npz")
     lm = RNNLM(tmp_path / "lm.npz")
     sentences = [*SENTENCES, "the zebra sat", ""]  # an unknown word; the empty sentence
