@@ -28,8 +28,9 @@ LM_WEIGHT = 1.75
 WORD_SCORE = -1.0
 # the word LSTM beside the n-gram (lm.bin.rnn.npz) rescores this many best word sequences,
 # adding RESCORE_WEIGHT times its log10 probability (as LM_WEIGHT scales the n-gram's) and
-# RESCORE_WORD_SCORE per word (tuned on native dev speech: RESULTS.md)
-RESCORE_NBEST = 50
+# RESCORE_WORD_SCORE per word (tuned on native dev speech; 20 rather than 50 candidates keeps
+# 12 streams per core in `asr serve` instead of 9: RESULTS.md)
+RESCORE_NBEST = 20
 RESCORE_WEIGHT = 0.75
 RESCORE_WORD_SCORE = 0.5
 
