@@ -74,8 +74,10 @@ class RNNLM:
         self.index = {w: i for i, w in enumerate(words)}
         self.end, self.unknown = self.index[END], self.index[UNKNOWN]
         cutoffs = tuple(int(c) for c in arrays.pop("cutoffs"))
-        self.bounds = list(zip([0, *cutoffs], [*cutoffs, len(words)], strict=True))
+        self.bounds = LMDims(len(words), cutoffs).bounds
         self.w = {name: a.astype(np.float32) for name, a in arrays.items()}
+        # the head softmax's weights: the frequent words' vectors, then one per rarer cluster
+        self._head = np.concatenate([self.w["table0"], self.w["clusters"]]).T
         self._threads = ThreadpoolController()
 
     def ids(self, sentence: str) -> list[int]:
@@ -119,8 +121,7 @@ class RNNLM:
     def _target_log_probs(self, states: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """log P(target | state) per row; 0 where the target is -1 (padding)."""
         head_words = self.bounds[0][1]
-        head = _log_softmax(states @ np.concatenate([self.w["table0"], self.w["clusters"]]).T
-                            + self.w["head_bias"])
+        head = _log_softmax(states @ self._head + self.w["head_bias"])
         out = np.zeros(len(targets), dtype=np.float64)
         first = (targets >= 0) & (targets < head_words)
         out[first] = head[first, targets[first]]

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # build_lm
 
 from build_lm import DEFAULT_CORPUS, read_lines, reference_sentences  # noqa: E402
 
+from asr.beam import load_words  # noqa: E402
 from asr.corpora import CorpusError  # noqa: E402
 from asr.rnnlm import END, UNKNOWN, LMDims  # noqa: E402
 from asr.rnnlm_torch import WordLSTM, save_npz  # noqa: E402
@@ -40,9 +41,7 @@ DEFAULT_WORDS = REPO_ROOT / "asr" / "assets" / "lm.bin.words.txt"
 def vocabulary(lines: list[str], words_path: Path) -> list[str]:
     """`</s>`, `<unk>`, then the lexicon's words, the most frequent in `lines` first."""
     counts = collections.Counter(w for line in lines for w in line.split())
-    lexicon = [w for w in words_path.read_text(encoding="utf-8").split()
-               if w not in {"<s>", END, UNKNOWN}]
-    return [END, UNKNOWN, *sorted(lexicon, key=lambda w: -counts[w])]
+    return [END, UNKNOWN, *sorted(load_words(words_path), key=lambda w: -counts[w])]
 
 
 def stream_ids(lines: list[str], words: list[str], seed: int) -> torch.Tensor:
