@@ -11,8 +11,8 @@ size and modification time, and the vocabulary), so later starts only insert the
 trie.
 
 An LM file `<lm>.rnn.npz` beside the n-gram (a word LSTM, `asr.rnnlm`, trained with
-`scripts/train_rnnlm.py`) rescores the search's best `RESCORE_NBEST` word sequences: each
-gets `rescore_weight` times its LSTM log-probability (log10) and `RESCORE_WORD_SCORE` per word
+`scripts/train_rnnlm.py`) rescores the search's best `rescore_nbest` word sequences: each
+gets `rescore_weight` times its LSTM log-probability (log10) and `rescore_word_score` per word
 added to its score.
 """
 
@@ -75,7 +75,9 @@ class BeamSearchDecoder:
     `lm_path` is a KenLM binary or ARPA file; `words_path` (default `<lm_path>.words.txt`)
     lists its words, one per line.  `lm_weight` scales LM log-probabilities (natural log),
     `word_score` is added per word (and `unk_score` per out-of-lexicon word, -inf to forbid
-    them), `sil_score` per space token.  Not thread-safe: use one decoder per thread.
+    them), `sil_score` per space token; the `rescore_*` settings are the word LSTM's (module
+    docstring).  `asr.defaults.Decoding` holds the settings recognisers pass on.  Not
+    thread-safe: use one decoder per thread.
     """
 
     def __init__(self, vocab: Vocabulary, lm_path: str | Path | None = None,
@@ -84,10 +86,13 @@ class BeamSearchDecoder:
                  word_score: float = WORD_SCORE,
                  unk_score: float = -math.inf, sil_score: float = 0.0,
                  beam_size_token: int | None = None, rescore_path: str | Path | None = None,
-                 rescore_weight: float = RESCORE_WEIGHT) -> None:
+                 rescore_nbest: int = RESCORE_NBEST, rescore_weight: float = RESCORE_WEIGHT,
+                 rescore_word_score: float = RESCORE_WORD_SCORE) -> None:
         self.vocab = vocab
         self.lm_path = None if lm_path is None else Path(lm_path)
         self.rescorer: RNNLM | None = None
+        self.rescore_nbest, self.rescore_word_score = rescore_nbest, rescore_word_score
+        self.rescore_weight = rescore_weight / math.log(10)  # KenLM scores are log10
         beam_size_token = beam_size_token or len(vocab)
         if self.lm_path is None:
             options = LexiconFreeDecoderOptions(
@@ -130,7 +135,6 @@ class BeamSearchDecoder:
             rescore_path = Path(f"{lm_path}.rnn.npz")
         if rescore_path is not None and rescore_weight:
             self.rescorer = RNNLM(rescore_path)
-            self.rescore_weight = rescore_weight / math.log(10)  # KenLM scores are log10
 
     def decode(self, log_probs: np.ndarray, frame_seconds: float,
                offset: float = 0.0) -> Transcript:
@@ -160,17 +164,17 @@ class BeamSearchDecoder:
                                  frame_seconds, offset, log_probs=emissions)
 
     def _rescored(self, results: list[DecodeResult]) -> DecodeResult:
-        """The best of the first `RESCORE_NBEST` distinct word sequences of the search's
+        """The best of the first `rescore_nbest` distinct word sequences of the search's
         results (best first), with the word LSTM's score added."""
         candidates: dict[tuple[int, ...], DecodeResult] = {}
         for result in results:
             candidates.setdefault(tuple(w for w in result.words if w >= 0), result)
-            if len(candidates) == RESCORE_NBEST:
+            if len(candidates) == self.rescore_nbest:
                 break
         texts = [" ".join(self.words[w - 1] for w in words) for words in candidates]
         lengths = np.array([len(words) for words in candidates])
         bonus = (self.rescorer.score(texts) * self.rescore_weight
-                 + RESCORE_WORD_SCORE * lengths).tolist()
+                 + self.rescore_word_score * lengths).tolist()
         return max(zip(candidates.values(), bonus, strict=True),
                    key=lambda candidate: candidate[0].score + candidate[1])[0]
 

@@ -2,6 +2,7 @@
 
 import argparse
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -35,6 +36,28 @@ RESCORE_WEIGHT = 0.75
 RESCORE_WORD_SCORE = 0.5
 
 
+@dataclass(frozen=True)
+class Decoding:
+    """The beam search's settings (`asr.beam.BeamSearchDecoder`), which every recogniser takes
+    with its LM. A new setting is one field here and one option in `add_lm_options`."""
+
+    beam_size: int = BEAM_SIZE
+    lm_weight: float = LM_WEIGHT
+    word_score: float = WORD_SCORE
+    rescore_nbest: int = RESCORE_NBEST
+    rescore_weight: float = RESCORE_WEIGHT  # 0: no rescoring by the word LSTM
+    rescore_word_score: float = RESCORE_WORD_SCORE
+
+    def __post_init__(self) -> None:
+        for name, low in (("beam_size", 1), ("rescore_nbest", 1), ("rescore_weight", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name} (--{name.replace('_', '-')}) must be at least {low}, "
+                                 f"not {getattr(self, name)}")
+
+
+DEFAULT_DECODING = Decoding()
+
+
 def cache_dir() -> Path:
     """Where built pieces (LM lexicons, exports of checkpoints) are cached:
     `$XDG_CACHE_HOME/lstm-asr`, by default `~/.cache/lstm-asr`."""
@@ -60,7 +83,7 @@ def lm_help() -> str:
 
 def add_lm_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                    note: str = "") -> None:
-    """`--lm`, `--beam-size`, `--lm-weight` and `--word-score`; `note` ends the `--lm` help."""
+    """`--lm` and the `Decoding` settings' options; `note` ends the `--lm` help."""
     parser.add_argument("--lm", metavar="LM", help=lm_help() + note)
     parser.add_argument("--beam-size", type=int, default=BEAM_SIZE, metavar="N",
                         help="hypotheses the beam search keeps: smaller is faster and less "
@@ -70,12 +93,20 @@ def add_lm_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                         help="weight of the LM's log-probabilities against the model's")
     parser.add_argument("--word-score", type=float, default=WORD_SCORE, metavar="S",
                         help="added per word: higher gives more, shorter words")
+    parser.add_argument("--rescore-weight", type=float, default=RESCORE_WEIGHT, metavar="W",
+                        help="weight of the word LSTM's log-probabilities when it rescores the "
+                             "beam search's best word sequences; 0 turns the rescoring off, "
+                             "which is faster and a point less accurate (RESULTS.md)")
+    parser.add_argument("--rescore-nbest", type=int, default=RESCORE_NBEST, metavar="N",
+                        help="best word sequences the word LSTM rescores")
 
 
 def lm_options(args: argparse.Namespace) -> dict:
-    """The recognisers' `lm`, `beam_size`, `lm_weight` and `word_score` from those options."""
-    return {"lm": language_model(args.lm), "beam_size": args.beam_size,
-            "lm_weight": args.lm_weight, "word_score": args.word_score}
+    """The recognisers' `lm` and `decoding` arguments from those options."""
+    return {"lm": language_model(args.lm),
+            "decoding": Decoding(beam_size=args.beam_size, lm_weight=args.lm_weight,
+                                 word_score=args.word_score, rescore_nbest=args.rescore_nbest,
+                                 rescore_weight=args.rescore_weight)}
 
 
 # training arithmetic: bf16 autocast where the hardware has it ("auto"), or forced

@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +17,12 @@ from asr import __version__
 from asr.audio import MIN_SECONDS, SAMPLE_RATE, check_sample_rate, mono_float32, resample
 from asr.decode import Transcript, greedy_decode
 from asr.defaults import (
-    BEAM_SIZE,
+    DEFAULT_DECODING,
     LANGUAGE_MODEL,
-    LM_WEIGHT,
     OFFLINE_MODEL_TYPE,
     OFFLINE_ONNX,
     THREADS,
-    WORD_SCORE,
+    Decoding,
     cache_dir,
 )
 from asr.results import FileError, FileResult, transcribe_files
@@ -65,13 +65,13 @@ class Recognizer:
     `model`: an offline ONNX model (`export.onnx_export.export_offline_onnx`; default the
     bundled one), or a PyTorch checkpoint (`asr train`'s model.pt; needs the `train` extra: it
     is exported to ONNX once and cached). `lm`: a KenLM word n-gram for beam search (default
-    the bundled one), or None for greedy decoding. `threads`: onnxruntime's threads within
-    operators (0: one per core). Transcripts do not depend on `threads`.
+    the bundled one), or None for greedy decoding; `decoding`: the beam search's settings.
+    `threads`: onnxruntime's threads within operators (0: one per core). Transcripts do not
+    depend on `threads`.
     """
 
     def __init__(self, model: str | Path = OFFLINE_ONNX, lm: str | Path | None = LANGUAGE_MODEL,
-                 beam_size: int = BEAM_SIZE, lm_weight: float = LM_WEIGHT,
-                 word_score: float = WORD_SCORE, threads: int = THREADS,
+                 decoding: Decoding = DEFAULT_DECODING, threads: int = THREADS,
                  batch_seconds: float = 120.0) -> None:
         path = Path(model)
         if not path.is_file():
@@ -94,8 +94,7 @@ class Recognizer:
         if lm is not None:
             from asr.beam import BeamSearchDecoder
 
-            self.beam = BeamSearchDecoder(self.vocab, lm, beam_size=beam_size,
-                                          lm_weight=lm_weight, word_score=word_score)
+            self.beam = BeamSearchDecoder(self.vocab, lm, **asdict(decoding))
 
     def _decode(self, log_probs: np.ndarray, offset: float) -> Transcript:
         if self.beam is not None:

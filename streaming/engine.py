@@ -26,7 +26,7 @@ import functools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -43,12 +43,11 @@ from asr.audio import (
 )
 from asr.decode import Transcript, Word, greedy_tokens, words_from_tokens
 from asr.defaults import (
-    BEAM_SIZE,
+    DEFAULT_DECODING,
     LANGUAGE_MODEL,
-    LM_WEIGHT,
     STREAMING_MODEL,
     THREADS,
-    WORD_SCORE,
+    Decoding,
 )
 from asr.results import FileError, FileResult, transcribe_files
 from asr.text import Vocabulary
@@ -135,11 +134,11 @@ class StreamingModel:
                  endpoint: EndpointConfig = DEFAULT_ENDPOINT, threads: int = THREADS,
                  chunk_samples: int | None = None,
                  lm: str | Path | None = LANGUAGE_MODEL,
-                 beam_size: int = BEAM_SIZE, lm_weight: float = LM_WEIGHT,
-                 word_score: float = WORD_SCORE) -> None:
+                 decoding: Decoding = DEFAULT_DECODING) -> None:
         """`chunk_samples`: model-rate samples per ONNX run, a multiple of the hop (default:
         the model's recommended chunk). `lm`: a KenLM file for final results (see
-        `asr.beam.BeamSearchDecoder` for it and the beam settings); None: greedy finals."""
+        `asr.beam.BeamSearchDecoder` for it and `decoding`, the beam search's settings); None:
+        greedy finals."""
         path = Path(model)
         if not path.is_file():
             raise FileNotFoundError(
@@ -167,8 +166,7 @@ class StreamingModel:
         if lm is not None:
             from asr.beam import BeamSearchDecoder
 
-            self._beam = BeamSearchDecoder(self.vocab, lm, beam_size=beam_size,
-                                           lm_weight=lm_weight, word_score=word_score)
+            self._beam = BeamSearchDecoder(self.vocab, lm, **asdict(decoding))
         self._beam_lock = threading.Lock()
         self.zero_state = zero_state(self._session)
         self._outputs = ["log_probs", *(NEXT_STATE_PREFIX + name[len(STATE_PREFIX):]
@@ -401,8 +399,6 @@ class StreamingRecognizer(Stream):
                  endpoint: EndpointConfig = DEFAULT_ENDPOINT, threads: int = THREADS,
                  chunk_samples: int | None = None,
                  lm: str | Path | None = LANGUAGE_MODEL,
-                 beam_size: int = BEAM_SIZE, lm_weight: float = LM_WEIGHT,
-                 word_score: float = WORD_SCORE) -> None:
+                 decoding: Decoding = DEFAULT_DECODING) -> None:
         """The arguments of `StreamingModel`."""
-        super().__init__(StreamingModel(model, endpoint, threads, chunk_samples, lm,
-                                        beam_size, lm_weight, word_score))
+        super().__init__(StreamingModel(model, endpoint, threads, chunk_samples, lm, decoding))

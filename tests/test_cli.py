@@ -217,6 +217,18 @@ def test_int8_with_a_model_of_ones_own_is_refused():
         assert len(result.stderr.splitlines()) == 1  # one line, no traceback
 
 
+@pytest.mark.parametrize("command", ["transcribe", "listen", "serve"])
+def test_bad_decoding_settings_are_one_line(command):
+    for option, value in (("--beam-size", "0"), ("--rescore-nbest", "0"),
+                          ("--rescore-weight", "-1")):
+        args = [command, *([str(EXAMPLE)] if command == "transcribe" else []), option, value]
+        result = asr(*args, check=False)
+        assert result.returncode == 2 and result.stdout == ""
+        assert result.stderr.startswith(f"asr {command}: error: ")
+        assert f"({option})" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+
 @pytest.mark.parametrize("model", ["streaming", "not onnx"])
 def test_a_model_that_is_not_an_offline_model_is_one_line(tmp_path, model):
     from asr.defaults import STREAMING_MODEL

@@ -15,7 +15,7 @@ from common import EXAMPLE, load_script
 
 from asr.audio import load_audio
 from asr.beam import BeamSearchDecoder
-from asr.defaults import LANGUAGE_MODEL, RESCORE_NBEST
+from asr.defaults import LANGUAGE_MODEL, RESCORE_NBEST, Decoding, lm_options
 from asr.rnnlm import RNNLM, LMDims
 from asr.rnnlm_torch import WordLSTM, save_npz
 from asr.text import Vocabulary
@@ -112,8 +112,26 @@ def test_rescoring_picks_from_the_n_best_what_the_lstm_prefers(tmp_path: Path) -
     assert 2 <= len(candidates) <= RESCORE_NBEST
     decoder.rescorer = _Prefers(candidates[-1])
     assert recognizer.transcribe(audio).text == candidates[-1]
+    decoder.rescore_nbest, decoder.rescorer = 3, _Prefers()
+    recognizer.transcribe(audio)
+    assert decoder.rescorer.seen == candidates[:3]
 
 
 def test_the_bundled_lstm_beside_the_lm_is_used_unless_its_weight_is_zero() -> None:
     assert isinstance(BeamSearchDecoder(Vocabulary(), LANGUAGE_MODEL).rescorer, RNNLM)
     assert BeamSearchDecoder(Vocabulary(), LANGUAGE_MODEL, rescore_weight=0).rescorer is None
+
+
+def test_the_command_line_settings_reach_every_recogniser() -> None:
+    from asr.cli import build_parser
+    from asr.transcribe import Recognizer
+    from streaming.engine import StreamingModel
+
+    args = build_parser().parse_args(["transcribe", str(EXAMPLE), "--beam-size", "64",
+                                      "--rescore-nbest", "7", "--rescore-weight", "0"])
+    options = lm_options(args)
+    assert options["decoding"] == Decoding(beam_size=64, rescore_nbest=7, rescore_weight=0)
+    assert Recognizer(**options).beam.rescorer is None
+    assert StreamingModel(**options)._beam.rescorer is None
+    decoder = Recognizer(decoding=Decoding(beam_size=64, rescore_nbest=7)).beam
+    assert isinstance(decoder.rescorer, RNNLM) and decoder.rescore_nbest == 7
