@@ -167,12 +167,15 @@ def _file(path: Path) -> Response:
     return Response(HTTPStatus.OK, HTTPStatus.OK.phrase, headers, body)
 
 
+def _plain_name(name: str) -> bool:
+    """Whether `name` names a file directly in a folder (no sub-folders, no `..`)."""
+    return bool(name) and not any(c in name for c in "/\\\0") and not name.startswith(".")
+
+
 def _in_folder(folder: Path, name: str) -> Path | None:
-    """The file `name` directly in `folder` (no sub-folders, no `..`), if there is one."""
-    if not name or "/" in name or "\\" in name or name.startswith(".") or "\0" in name:
-        return None
+    """The file `name` directly in `folder`, if `name` is plain and there is one."""
     path = folder / name
-    return path if path.is_file() else None
+    return path if _plain_name(name) and path.is_file() else None
 
 
 def route(target: str) -> tuple[Path | None, HTTPStatus, str]:
@@ -185,7 +188,7 @@ def route(target: str) -> tuple[Path | None, HTTPStatus, str]:
     elif path.startswith("/static/"):
         found = _in_folder(WEB_DIR, path[len("/static/"):])
     elif path.startswith("/ort/"):
-        if not ORT_DIR.is_dir():
+        if not ORT_DIR.is_dir() and _plain_name(path[len("/ort/"):]):
             return None, HTTPStatus.SERVICE_UNAVAILABLE, (
                 f"onnxruntime-web is not installed in {ORT_DIR}; run `npm ci --prefix "
                 "streaming/web` in the repository and restart the server\n")

@@ -243,6 +243,7 @@ def test_the_page_files_are_served_over_http(server, monkeypatch, tmp_path):
     monkeypatch.setattr("streaming.server.ORT_DIR", tmp_path / "missing")
     found, status, text = route("/ort/ort.wasm.mjs")
     assert found is None and status == 503 and "npm ci --prefix streaming/web" in text
+    assert route("/ort/../package.json")[1] == 404  # not a file it would serve, installed or not
     assert ORT_DIR.name == "dist"
 
 
