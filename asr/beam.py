@@ -3,7 +3,9 @@
 With an LM the search is constrained to the LM's vocabulary (`LexiconDecoder`): each word is
 spelled as its characters followed by the space token, so words are always separated by a
 space.  Without one it is a plain CTC prefix beam search over characters
-(`LexiconFreeDecoder` with a zero LM).  Build an LM with `scripts/build_lm.py`.
+(`LexiconFreeDecoder` with a zero LM).  Build an LM with `scripts/build_lm.py`.  With the LM,
+hypotheses that reach the same search state are merged by adding their probabilities
+(`log_add`): a word sequence scores all its CTC alignments, not only its best one.
 
 The lexicon's pieces (the spellable words, their token ids and unigram scores) are computed
 once per LM and word list and cached in `asr.defaults.cache_dir()` (keyed by both files' path,
@@ -128,7 +130,7 @@ class BeamSearchDecoder:
         options = LexiconDecoderOptions(
             beam_size=beam_size, beam_size_token=beam_size_token, beam_threshold=beam_threshold,
             lm_weight=lm_weight, word_score=word_score, unk_score=unk_score, sil_score=sil_score,
-            log_add=False, criterion_type=CriterionType.CTC)
+            log_add=True, criterion_type=CriterionType.CTC)
         self._decoder = LexiconDecoder(options, self._trie, self._lm, vocab.space_id,
                                        vocab.blank_id, unk_id, [], False)
         if rescore_path is None and Path(f"{lm_path}.rnn.npz").is_file():

@@ -22,11 +22,12 @@ THREADS_HELP = (f"CPU threads onnxruntime uses within operators (0: one per core
                 f"{THREADS} was the fastest measured, idle and with other work running (README, "
                 "Speed); results are the same at any setting")
 
-# beam search with the language model (tuned on native dev speech: RESULTS.md)
+# beam search with the language model, hypotheses merged by adding their probabilities
+# (`asr.beam`; tuned on native dev speech: RESULTS.md)
 BEAM_SIZE = 1024
 BEAM_THRESHOLD = 10.0  # hypotheses scoring this far below the best are dropped
-LM_WEIGHT = 1.75
-WORD_SCORE = -1.0
+LM_WEIGHT = 2.0
+WORD_SCORE = -3.0
 # the word LSTM beside the n-gram (lm.bin.rnn.npz) rescores this many best word sequences,
 # adding RESCORE_WEIGHT times its log10 probability (as LM_WEIGHT scales the n-gram's) and
 # RESCORE_WORD_SCORE per word (tuned on native dev speech; 20 rather than 50 candidates keeps
@@ -87,8 +88,8 @@ def add_lm_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
     parser.add_argument("--lm", metavar="LM", help=lm_help() + note)
     parser.add_argument("--beam-size", type=int, default=BEAM_SIZE, metavar="N",
                         help="hypotheses the beam search keeps: smaller is faster and less "
-                             "accurate (256 had 1.6 points more WER on native dev speech, and took "
-                             "40%% of the decoding time: RESULTS.md)")
+                             "accurate (256 had 1.3 points more WER on native dev speech, in about "
+                             "half the decoding time: RESULTS.md)")
     parser.add_argument("--lm-weight", type=float, default=LM_WEIGHT, metavar="W",
                         help="weight of the LM's log-probabilities against the model's")
     parser.add_argument("--word-score", type=float, default=WORD_SCORE, metavar="S",
