@@ -40,7 +40,8 @@ RESCORE_WORD_SCORE = 0.5
 @dataclass(frozen=True)
 class Decoding:
     """The beam search's settings (`asr.beam.BeamSearchDecoder`), which every recogniser takes
-    with its LM. A new setting is one field here and one option in `add_lm_options`."""
+    with its LM. A new setting is one field here and, for the command line, one entry in
+    `DECODING_OPTIONS`."""
 
     beam_size: int = BEAM_SIZE
     lm_weight: float = LM_WEIGHT
@@ -82,32 +83,34 @@ def lm_help() -> str:
                if LANGUAGE_MODEL.is_file() else " (default: greedy)"))
 
 
+# the command-line options of `Decoding`'s settings: field -> (metavar, help)
+DECODING_OPTIONS = {
+    "beam_size": ("N", "hypotheses the beam search keeps: smaller is faster and less accurate "
+                       "(256 had 1.3 points more WER on native dev speech, in about half the "
+                       "decoding time: RESULTS.md)"),
+    "lm_weight": ("W", "weight of the LM's log-probabilities against the model's"),
+    "word_score": ("S", "added per word: higher gives more, shorter words"),
+    "rescore_weight": ("W", "weight of the word LSTM's log-probabilities when it rescores the "
+                            "beam search's best word sequences; 0 turns the rescoring off, "
+                            "which is faster and 0.75 points of WER less accurate (RESULTS.md)"),
+    "rescore_nbest": ("N", "best word sequences the word LSTM rescores"),
+}
+
+
 def add_lm_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup,
                    note: str = "") -> None:
-    """`--lm` and the `Decoding` settings' options; `note` ends the `--lm` help."""
+    """`--lm` and the options of `DECODING_OPTIONS`; `note` ends the `--lm` help."""
     parser.add_argument("--lm", metavar="LM", help=lm_help() + note)
-    parser.add_argument("--beam-size", type=int, default=BEAM_SIZE, metavar="N",
-                        help="hypotheses the beam search keeps: smaller is faster and less "
-                             "accurate (256 had 1.3 points more WER on native dev speech, in about "
-                             "half the decoding time: RESULTS.md)")
-    parser.add_argument("--lm-weight", type=float, default=LM_WEIGHT, metavar="W",
-                        help="weight of the LM's log-probabilities against the model's")
-    parser.add_argument("--word-score", type=float, default=WORD_SCORE, metavar="S",
-                        help="added per word: higher gives more, shorter words")
-    parser.add_argument("--rescore-weight", type=float, default=RESCORE_WEIGHT, metavar="W",
-                        help="weight of the word LSTM's log-probabilities when it rescores the "
-                             "beam search's best word sequences; 0 turns the rescoring off, "
-                             "which is faster and a point less accurate (RESULTS.md)")
-    parser.add_argument("--rescore-nbest", type=int, default=RESCORE_NBEST, metavar="N",
-                        help="best word sequences the word LSTM rescores")
+    for name, (metavar, text) in DECODING_OPTIONS.items():
+        default = getattr(DEFAULT_DECODING, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default,
+                            metavar=metavar, help=text)
 
 
 def lm_options(args: argparse.Namespace) -> dict:
     """The recognisers' `lm` and `decoding` arguments from those options."""
     return {"lm": language_model(args.lm),
-            "decoding": Decoding(beam_size=args.beam_size, lm_weight=args.lm_weight,
-                                 word_score=args.word_score, rescore_nbest=args.rescore_nbest,
-                                 rescore_weight=args.rescore_weight)}
+            "decoding": Decoding(**{name: getattr(args, name) for name in DECODING_OPTIONS})}
 
 
 # training arithmetic: bf16 autocast where the hardware has it ("auto"), or forced
