@@ -20,6 +20,7 @@ import math
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,12 +48,13 @@ def vocabulary(lines: list[str], words_path: Path) -> list[str]:
 def stream_ids(lines: list[str], words: list[str], seed: int) -> torch.Tensor:
     """The shuffled sentences as one stream of word ids, each sentence followed by `</s>`."""
     index = {w: i for i, w in enumerate(words)}
+    unknown, end = index[UNKNOWN], index[END]
     order = list(range(len(lines)))
     random.Random(seed).shuffle(order)
     ids: list[int] = []
     for k in order:
-        ids += [index.get(w, 1) for w in lines[k].split()]
-        ids.append(0)
+        ids += [index.get(w, unknown) for w in lines[k].split()]
+        ids.append(end)
     return torch.tensor(ids)
 
 
@@ -102,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [line.strip() for line in read_lines(args.corpus, exclude) if line.strip()]
     words = vocabulary(lines, args.words)
     data = stream_ids(lines, words, args.seed)
-    cutoffs = tuple(c for c in (2000, 10000) if c < len(words) - 1)
-    dims = LMDims(len(words), cutoffs, args.embed, args.hidden)
+    dims = LMDims(len(words), embed=args.embed, hidden=args.hidden)
+    dims = replace(dims, cutoffs=tuple(c for c in dims.cutoffs if c < len(words) - 1))
     model = WordLSTM(dims)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     columns = (len(data) - 1) // args.batch

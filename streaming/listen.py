@@ -156,7 +156,7 @@ def run_listen(args: argparse.Namespace) -> int:
 def _listen(args: argparse.Namespace) -> int:
     from streaming.microphone import MicrophoneError, find_device, format_devices, list_devices
 
-    decoding = lm_options(args)  # bad settings: main's one-line error, before any device
+    options = lm_options(args)  # bad settings: main's one-line error, before any device
     try:
         if args.list_devices:
             print("input devices (* default):\n" + format_devices(list_devices()))
@@ -180,7 +180,7 @@ def _listen(args: argparse.Namespace) -> int:
                               max_utterance=args.max_utterance)
     try:
         recognizer = StreamingRecognizer(model=model, endpoint=endpoint, threads=args.threads,
-                                         **decoding)
+                                         **options)
     except Exception as error:  # not an ONNX file, or not a streaming model
         print(f"asr listen: cannot load the recogniser ({model.name}): {error}", file=sys.stderr)
         return 2

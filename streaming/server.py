@@ -188,11 +188,12 @@ def route(target: str) -> tuple[Path | None, HTTPStatus, str]:
     elif path.startswith("/static/"):
         found = _in_folder(WEB_DIR, path[len("/static/"):])
     elif path.startswith("/ort/"):
-        if not ORT_DIR.is_dir() and _plain_name(path[len("/ort/"):]):
+        name = path[len("/ort/"):]
+        if not ORT_DIR.is_dir() and _plain_name(name):
             return None, HTTPStatus.SERVICE_UNAVAILABLE, (
                 f"onnxruntime-web is not installed in {ORT_DIR}; run `npm ci --prefix "
                 "streaming/web` in the repository and restart the server\n")
-        found = _in_folder(ORT_DIR, path[len("/ort/"):])
+        found = _in_folder(ORT_DIR, name)
     else:
         found = None
     if found is None:
