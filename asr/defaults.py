@@ -30,8 +30,9 @@ LM_WEIGHT = 2.0
 WORD_SCORE = -3.0
 # the word LSTM beside the n-gram (lm.bin.rnn.npz) rescores this many best word sequences,
 # adding RESCORE_WEIGHT times its log10 probability (as LM_WEIGHT scales the n-gram's) and
-# RESCORE_WORD_SCORE per word (tuned on native dev speech; 20 rather than 50 candidates keeps
-# 12 streams per core in `asr serve` instead of 9: RESULTS.md)
+# RESCORE_WORD_SCORE per word (tuned on native dev speech; 20 rather than 50 candidates: WER
+# within 0.2 points for half the CPU a final result, so more streams per core in `asr serve`:
+# RESULTS.md, sixteenth session)
 RESCORE_NBEST = 20
 RESCORE_WEIGHT = 0.75
 RESCORE_WORD_SCORE = 0.5
